@@ -1,0 +1,47 @@
+# RLHF 201 — two commands: `make lab` (open the course) and `make test` (check all of it).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default: quick to install and enough for every chapter's cpu profile.
+# On a GPU machine:  make lab TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_INSTALL ?= torch==2.13.0
+LAB_ARGS ?=
+CELL_TIMEOUT ?= 600
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test unit notebooks slides lint bench gpu-check clean-cache
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(VENV)) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_INSTALL)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: $(STAMP) unit notebooks
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
+		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlhf_mini tests benchmarks notebooks
+
+slides: $(STAMP)
+	$(BIN)/python -m rlhf_mini.slides --out slides
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/kernels.py
+	$(BIN)/python benchmarks/training.py
+
+gpu-check: $(STAMP)
+	bash benchmarks/gpu_check.sh
+
+clean-cache:
+	rm -rf $${RLHF_MINI_CACHE:-$$HOME/.cache/rlhf_mini}
