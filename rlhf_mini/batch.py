@@ -1,0 +1,92 @@
+"""Turning (prompt, response) text into padded token batches with a response mask.
+
+Batches are left-padded, so every sequence ends at the last column and generation can continue
+all rows at once. ``response_mask`` marks the response tokens (including the EOS that ends each
+response); losses and log-probs are computed on those positions only. Masks come from explicit
+lengths, never from ``token != pad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor
+    """[B, T] token ids, left-padded"""
+    attention_mask: torch.Tensor
+    """[B, T] 1 on real tokens"""
+    response_mask: torch.Tensor
+    """[B, T] 1 on response tokens (the EOS included)"""
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                          self.response_mask.to(device))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Batching needs a pad token and an EOS token; say so clearly when one is missing."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (e.g. to its EOS) first")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: responses cannot be terminated")
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str],
+                 max_length: int, add_eos: bool = True) -> TokenBatch:
+    """Tokenize prompt + response pairs into one left-padded batch.
+
+    ``prompts`` are model-ready text (already formatted with the chat template where one applies).
+    Too-long pairs lose the start of the prompt first, then the end of the response.
+    """
+    check_tokenizer(tokenizer)
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        raise ValueError("empty batch: no prompts given")
+    rows, resp_lens = [], []
+    for prompt, response in zip(prompts, responses):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"]
+        if add_eos:
+            r = r + [tokenizer.eos_token_id]
+        r = r[: max_length - 1]
+        p = p[-(max_length - len(r)):]
+        if not p:
+            raise ValueError(f"prompt {prompt!r} tokenizes to nothing; a response needs a prefix")
+        rows.append(p + r)
+        resp_lens.append(len(r))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    response_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, n_resp) in enumerate(zip(rows, resp_lens)):
+        input_ids[i, width - len(row):] = torch.tensor(row)
+        attention_mask[i, width - len(row):] = 1
+        if n_resp:
+            response_mask[i, width - n_resp:] = 1
+    return TokenBatch(input_ids, attention_mask, response_mask)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int) -> TokenBatch:
+    """Left-padded prompts alone (for generation); the response mask is all zero."""
+    check_tokenizer(tokenizer)
+    if not prompts:
+        raise ValueError("empty batch: no prompts given")
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_length:] for p in prompts]
+    if any(not r for r in rows):
+        raise ValueError("a prompt tokenizes to nothing; generation needs a prefix")
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row):] = torch.tensor(row)
+        attention_mask[i, width - len(row):] = 1
+    return TokenBatch(input_ids, attention_mask, torch.zeros_like(input_ids))

@@ -1,0 +1,153 @@
+"""The model zoo's building blocks, on transformers' GPT-2 classes.
+
+- ``train_tokenizer``: a byte-level BPE trained locally with ``tokenizers`` on the course corpus.
+- ``make_config``: a GPT-2 config of a profile's shape, with dropout off (RL and DPO need
+  deterministic log-probs: with dropout on, the DPO loss at step 0 is not exactly ln 2).
+- ``ScalarHeadModel``: a GPT-2 body with a scalar head, for reward models (one score per
+  sequence, read at its last token) and value models (one value per token).
+- ``reference_copy``: a frozen copy of a policy, the π_ref of the KL penalty.
+- ``load_pretrained``: anything ``from_pretrained`` understands: a local folder or a hub name.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    GPT2PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from rlhf_mini.config import Profile
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+# Renders a list of {"role", "content"} messages in the course's chat format.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}" + EOS_TOKEN + "{% else %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE (GPT-2's scheme) on ``texts``.
+
+    The end-of-text token is separate from the pad token: if they were the same, a mask built
+    from ``token != pad`` would drop the real EOS from the loss.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN, *CHAT_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+        additional_special_tokens=CHAT_TOKENS, padding_side="left", model_max_length=4096,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_config(profile: Profile, tokenizer: PreTrainedTokenizerFast) -> GPT2Config:
+    """A GPT-2 config of the profile's shape, with dropout off and the tokenizer's special ids."""
+    return GPT2Config(
+        vocab_size=len(tokenizer), n_positions=profile.n_ctx, n_embd=profile.n_embd,
+        n_layer=profile.n_layer, n_head=profile.n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def new_policy(profile: Profile, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 language model of the profile's shape."""
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(make_config(profile, tokenizer))
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on each row's first real token, so left padding is harmless."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class ScalarHeadModel(GPT2PreTrainedModel):
+    """GPT-2 with a scalar head: a reward model (``score``) or a value model (``forward``)."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One scalar per token: ``[B, T]``."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).last_hidden_state
+        return self.head(hidden).squeeze(-1)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One scalar per sequence, read at its last real token (the EOS): ``[B]``.
+
+        Works for left or right padding: the last real token is the last position whose mask is 1.
+        """
+        values = self(input_ids, attention_mask)
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (attention_mask.long() * positions).argmax(-1)
+        return values.gather(1, last[:, None]).squeeze(1)
+
+    @classmethod
+    def from_language_model(cls, lm: GPT2LMHeadModel, seed: int = 0) -> ScalarHeadModel:
+        """Start a reward or value model from a language model's body (InstructGPT's recipe)."""
+        torch.manual_seed(seed)
+        model = cls(lm.config)
+        model.transformer.load_state_dict(lm.transformer.state_dict())
+        # a small head keeps initial scores near 0, so early PPO rewards are on a sane scale
+        nn.init.normal_(model.head.weight, std=1.0 / (lm.config.n_embd + 1) ** 0.5)
+        nn.init.zeros_(model.head.bias)
+        return model
+
+
+def reference_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` in eval mode: the π_ref that the KL penalty compares against."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def load_pretrained(name_or_path: str | Path, **kwargs: object) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """Load a causal LM and its tokenizer with ``from_pretrained``.
+
+    A local folder written by ``save_pretrained`` works offline; a hub name such as ``"gpt2"``
+    works wherever the network allows. A tokenizer without a pad token gets its EOS as pad, and
+    left padding for batched generation.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name_or_path}: the tokenizer has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+    return model, tokenizer

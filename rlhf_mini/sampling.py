@@ -1,0 +1,123 @@
+"""Sampling from a policy, and best-of-N.
+
+``generate`` is a plain sampling loop with a KV cache, so every detail is visible: temperature
+divides the logits (and the PPO scorer divides them the same way), sampling stops at EOS, and each
+response is cut after its first EOS. Rows that never emit EOS are marked ``truncated``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_mini.batch import TokenBatch, encode_prompts
+from rlhf_mini.models import position_ids_from_mask
+
+
+@dataclass
+class Generation:
+    prompts: list[str]
+    responses: list[str]
+    """decoded responses, without the EOS"""
+    batch: TokenBatch
+    """prompt + response tokens, left-padded, with the response mask (EOS included when emitted)"""
+    truncated: torch.Tensor
+    """[B] bool: the response hit ``max_new_tokens`` without an EOS"""
+
+
+@torch.no_grad()
+def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: int,
+                  temperature: float, top_k: int, generator: torch.Generator | None):
+    device = next(model.parameters()).device
+    ids = prompt_batch.input_ids.to(device)
+    mask = prompt_batch.attention_mask.to(device)
+    eos = tokenizer.eos_token_id
+    B = ids.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    new_tokens = torch.full((B, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
+    new_mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
+    cache = None
+    step_ids, step_mask = ids, mask
+    for t in range(max_new_tokens):
+        positions = position_ids_from_mask(mask if cache is None else torch.cat([mask, new_mask[:, :t]], 1))
+        out = model(input_ids=step_ids, attention_mask=torch.cat([mask, new_mask[:, :t]], 1),
+                    position_ids=positions[:, -step_ids.shape[1]:], cache=cache, use_cache=True)
+        cache = out.cache
+        logits = out.logits[:, -1, :].float() / temperature
+        if top_k:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
+        token = torch.where(done, torch.full_like(token, tokenizer.pad_token_id), token)
+        new_tokens[:, t] = token
+        new_mask[:, t] = (~done).long()
+        done |= token == eos
+        step_ids = token[:, None]
+        if done.all():
+            new_tokens, new_mask = new_tokens[:, : t + 1], new_mask[:, : t + 1]
+            break
+    return new_tokens.cpu(), new_mask.cpu(), (~done).cpu()
+
+
+def generate(model, tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, max_new_tokens: int = 32,
+             temperature: float = 1.0, top_k: int = 0, batch_size: int = 64, max_prompt_length: int = 96,
+             seed: int | None = None, progress: bool = True) -> Generation:
+    """Sample one response per prompt (prompts are model-ready text).
+
+    Returns decoded responses and the token batch (prompt + response, left-padded) with its
+    response mask, ready for scoring with ``sequence_logprobs``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not prompts:
+        raise ValueError("empty batch: no prompts given")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    was_training = model.training
+    model.eval()
+    chunks = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="sampling", leave=False, disable=not progress or len(starts) < 2):
+        pb = encode_prompts(tokenizer, prompts[start:start + batch_size], max_prompt_length)
+        toks, tmask, truncated = _sample_batch(model, tokenizer, pb, max_new_tokens, temperature, top_k, generator)
+        chunks.append((pb, toks, tmask, truncated))
+    model.train(was_training)
+    return _assemble(tokenizer, prompts, chunks)
+
+
+def _assemble(tokenizer, prompts, chunks) -> Generation:
+    rows, resp_lens, responses, truncated = [], [], [], []
+    for pb, toks, tmask, trunc in chunks:
+        for i in range(len(pb)):
+            prompt_ids = pb.input_ids[i][pb.attention_mask[i].bool()].tolist()
+            resp = toks[i][tmask[i].bool()].tolist()
+            rows.append(prompt_ids + resp)
+            resp_lens.append(len(resp))
+            text_ids = resp[:-1] if resp and resp[-1] == tokenizer.eos_token_id else resp
+            responses.append(tokenizer.decode(text_ids, skip_special_tokens=False))
+        truncated.append(trunc)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    response_mask = torch.zeros_like(input_ids)
+    for i, (row, n) in enumerate(zip(rows, resp_lens)):
+        input_ids[i, width - len(row):] = torch.tensor(row)
+        attention_mask[i, width - len(row):] = 1
+        if n:
+            response_mask[i, width - n:] = 1
+    return Generation(list(prompts), responses, TokenBatch(input_ids, attention_mask, response_mask),
+                      torch.cat(truncated))
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(π_BoN ‖ π) = log n − (n − 1)/n: the analytic KL of best-of-n sampling.
+
+    Exact for continuous rewards (no ties); ties make the measured KL slightly smaller.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
