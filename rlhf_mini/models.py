@@ -31,10 +31,11 @@ from rlhf_mini.config import Profile
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
-# Renders a list of {"role", "content"} messages in the course's chat format.
+# Renders a list of {"role", "content"} messages in the course's chat format. The newline is
+# written as an expression because transformers renders templates with trim_blocks on.
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
-    "{% if m['role'] == 'assistant' %}" + EOS_TOKEN + "{% else %}\n{% endif %}{% endfor %}"
+    "{% if m['role'] == 'assistant' %}" + EOS_TOKEN + "{% else %}{{ '\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 

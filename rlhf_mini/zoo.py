@@ -74,13 +74,9 @@ def cached(name: str, config: dict, modules: list[ModuleType], build: Callable[[
     return target
 
 
-def _profile_config(profile: Profile) -> dict:
-    return {k: v for k, v in vars(profile).items()}
-
-
 def base_model_path(profile: Profile | None = None) -> Path:
     """The folder of the pretrained base model and its tokenizer (built on first use)."""
-    from rlhf_mini import config, models, pretrain
+    from rlhf_mini import models, pretrain
     from rlhf_mini.worlds import arithmetic, assistant, base, sentiment
 
     profile = profile or get_profile()
@@ -91,11 +87,12 @@ def base_model_path(profile: Profile | None = None) -> Path:
         result.tokenizer.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
 
-    keyed = {k: v for k, v in _profile_config(profile).items()
+    # only what shapes the base model is in its key: changing a later stage's step count keeps it
+    keyed = {k: v for k, v in vars(profile).items()
              if k in {"n_layer", "n_embd", "n_head", "vocab_size", "n_ctx", "corpus_docs",
                       "pretrain_steps", "pretrain_batch", "pretrain_seq", "pretrain_lr"}}
     return cached(f"base-{profile.name}", keyed,
-                  [config, models, pretrain, base, assistant, arithmetic, sentiment], build)
+                  [models, pretrain, base, assistant, arithmetic, sentiment], build)
 
 
 def tokenizer(profile: Profile | None = None) -> PreTrainedTokenizerFast:

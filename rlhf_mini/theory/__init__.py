@@ -7,5 +7,6 @@ Modules:
     vnm            -- lotteries, expected utility and checks of the von Neumann-Morgenstern axioms
     bandits        -- epsilon-greedy and REINFORCE on k-armed and contextual bandits
     agreement      -- Cohen's and Fleiss' kappa
+    labelers       -- absolute 0-10 scores vs comparisons from miscalibrated labelers
     preference_rl  -- scalar (TAMER-style) vs pairwise (Christiano et al. 2017) feedback on a gridworld
 """

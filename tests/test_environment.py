@@ -1,0 +1,39 @@
+"""The two install routes (pip via pyproject.toml, conda via environment.yml) list the same pins."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _normalise(spec: str) -> str:
+    return re.sub(r"\s+", "", spec.split(";")[0]).lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_specs = {_normalise(s) for s in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env_lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = env_lines.index("      - pip:") if "      - pip:" in env_lines else None
+    assert start is None  # the pip block is indented under "  - pip:"
+    conda_specs = set()
+    in_pip = False
+    for line in env_lines:
+        if line.strip() == "- pip:":
+            in_pip = True
+            continue
+        if in_pip and line.strip().startswith("- "):
+            item = line.strip()[2:]
+            if not item.startswith("-e"):
+                conda_specs.add(_normalise(item))
+    assert conda_specs == pip_specs
+
+
+def test_required_dependencies_are_pinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~;\[]", s)[0].strip().lower(): s for s in project["dependencies"]}
+    for required in ["torch", "transformers", "datasets", "numpy", "matplotlib", "jupyterlab",
+                     "ipywidgets", "nbval", "tqdm", "pytest"]:
+        assert required in names, required
+        assert "<" in names[required] and ">=" in names[required], f"{required} needs a tested range"
