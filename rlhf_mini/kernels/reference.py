@@ -32,7 +32,7 @@ def naive_linear_logprobs(
     temperature: float = 1.0,
     ignore_index: int = -100,
 ) -> torch.Tensor:
-    """The textbook path: full logits, log_softmax, gather. [N, D], [V, D], [N] -> [N] fp32."""
+    """The textbook path: full logits, log_softmax, gather. [N, D], [V, D], [N] -> [N] (>= fp32)."""
     logits = _logits(hidden, weight, temperature)  # [N, V]: the memory we want to avoid
     valid = targets != ignore_index
     safe_targets = torch.where(valid, targets, 0)
