@@ -192,7 +192,7 @@ def _rows_logprobs(
     flat_index = flat_index[:, 1:][selected]
 
     if impl == "fused":
-        return flat_index, kernel(prev_hidden, weight, targets, temperature), None
+        return flat_index, kernel(prev_hidden, weight, targets, temperature=temperature), None
 
     n_rows = prev_hidden.shape[0]
     if chunk_size is None:

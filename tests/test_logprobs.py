@@ -197,7 +197,7 @@ def test_fused_path_calls_kernel_on_response_rows_only(
     # Stand in the reference for the Triton kernel: the plumbing around it must match chunked.
     calls: list[int] = []
 
-    def fake_kernel(hidden, weight, targets, temperature):
+    def fake_kernel(hidden, weight, targets, *, temperature):
         calls.append(hidden.shape[0])
         return linear_logprobs_reference(hidden, weight, targets, temperature)
 

@@ -3,7 +3,7 @@
 Read `rlhf_mini.kernels.reference` first: it computes the same numbers in plain PyTorch. This file
 does the same work tile by tile, so memory stays O(N + V·D) instead of O(N·V).
 
-Three kernels, no atomics (so the results are deterministic):
+Three all-Triton kernels, no atomics (so the results are deterministic):
 
 1. `_forward_kernel` (one program per block of rows): streams over vocabulary tiles and keeps, per
    row, an online log-sum-exp, the target's logit and (optionally) Σ p·z for the entropy. It can do
@@ -15,6 +15,14 @@ Three kernels, no atomics (so the results are deterministic):
 
 Each program owns the rows of the output it writes, which is why no atomics are needed; the price
 is that the backward recomputes the logits twice (once per kernel).
+
+These all-Triton kernels are the easiest to read, and hold no more than a tile of logits. But
+their matmuls are slower than cuBLAS's, so on a GPU the default is a chunked scheme
+(`TileConfig.scheme="cublas"`, the idea behind Liger-Kernel's fused linear cross-entropy): for one
+chunk of rows at a time, a cuBLAS matmul writes the fp32 logits, `_chunk_stats_kernel` reduces
+them with the same online log-sum-exp (forward), or `_dlogits_chunk_kernel` turns them into
+dL/dlogits and two more matmuls give both gradients (backward). It holds [chunk, V] logits, never
+[N, V].
 
 This module calls `@triton.jit` at import time, so `TRITON_INTERPRET=1` (Triton's CPU interpreter)
 must be set before it is first imported; `rlhf_mini.kernels` imports it lazily for that reason.
@@ -45,12 +53,17 @@ class TileConfig:
     block_v: int = 128  # vocabulary entries per tile
     block_d: int = 64  # hidden features per inner step of the matmul
     num_warps: int = 8
+    scheme: str = "cublas"  # "cublas": chunks of logits from cuBLAS, reduced by Triton kernels;
+    #                        "triton": the all-Triton kernels that never hold more than a tile
+    chunk_bytes: int = 1 << 27  # "cublas" scheme: size of one chunk of fp32 logits
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_v", "block_d"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
                 raise ValueError(f"TileConfig.{name}={size}: must be a power of two and >= 16")
+        if self.scheme not in ("cublas", "triton"):
+            raise ValueError(f"TileConfig.scheme={self.scheme!r}: 'cublas' or 'triton'")
 
 
 DEFAULT_TILES = TileConfig()
@@ -288,11 +301,96 @@ def _grad_weight_kernel(
             tl.store(out, acc, mask=out_ok)
 
 
+@triton.jit
+def _chunk_stats_kernel(
+    z_ptr, ref_z_ptr, targets_ptr, lse_ptr, z_target_ptr, mean_z_ptr, ref_lse_ptr, ref_z_target_ptr,
+    N, V, stride_z, stride_ref_z, inv_temp,
+    HAS_REF: tl.constexpr, WITH_ENTROPY: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """The forward statistics of `_forward_kernel`, from a chunk of raw fp32 logits z = h·Wᵀ that
+    a matmul already wrote (the "cublas" scheme): the same online update over vocabulary tiles."""
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_ok = rows < N
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    m = tl.full([BLOCK_N], NEG_LARGE, dtype=tl.float32)
+    s = tl.zeros([BLOCK_N], dtype=tl.float32)
+    sum_pz = tl.zeros([BLOCK_N], dtype=tl.float32)
+    z_target = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ref_m = tl.full([BLOCK_N], NEG_LARGE, dtype=tl.float32)
+    ref_s = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ref_z_target = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for v0 in range(0, V, BLOCK_V):
+        cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
+        col_ok = cols < V
+        ok = row_ok[:, None] & col_ok[None, :]
+        raw = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=ok, other=0.0)
+        z = tl.where(col_ok[None, :], raw * inv_temp, float("-inf"))
+        m, s, sum_pz, z_target = _online_update(z, cols, col_ok, targets, m, s, sum_pz,
+                                                z_target, WITH_ENTROPY)
+        if HAS_REF:
+            raw = tl.load(ref_z_ptr + rows[:, None] * stride_ref_z + cols[None, :], mask=ok,
+                          other=0.0)
+            ref_z = tl.where(col_ok[None, :], raw * inv_temp, float("-inf"))
+            ref_m, ref_s, _, ref_z_target = _online_update(
+                ref_z, cols, col_ok, targets, ref_m, ref_s, sum_pz, ref_z_target, False)
+    tl.store(lse_ptr + rows, m + tl.log(s), mask=row_ok)
+    tl.store(z_target_ptr + rows, z_target, mask=row_ok)
+    if WITH_ENTROPY:
+        tl.store(mean_z_ptr + rows, sum_pz / s, mask=row_ok)
+    if HAS_REF:
+        tl.store(ref_lse_ptr + rows, ref_m + tl.log(ref_s), mask=row_ok)
+        tl.store(ref_z_target_ptr + rows, ref_z_target, mask=row_ok)
+
+
+@triton.jit
+def _dlogits_chunk_kernel(
+    z_ptr, dz_ptr, targets_ptr, lse_ptr, mean_z_ptr, g_logp_ptr, g_entropy_ptr,
+    N, V, stride_z, stride_dz, inv_temp,
+    WITH_ENTROPY: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """dz[rows, cols] = dL/dlogits from a chunk of raw fp32 logits z = h·Wᵀ (temperature not yet
+    applied), for the "cublas" backward. Memory-bound: one read of z, one write of dz."""
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    cols = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+    row_ok = rows < N
+    col_ok = cols < V
+    ok = row_ok[:, None] & col_ok[None, :]
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
+    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
+    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if WITH_ENTROPY:
+        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
+        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    raw = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=ok, other=0.0)
+    z = tl.where(col_ok[None, :], raw.to(tl.float32) * inv_temp, float("-inf"))
+    dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
+                       WITH_ENTROPY)
+    tl.store(dz_ptr + rows[:, None] * stride_dz + cols[None, :],
+             dz.to(dz_ptr.dtype.element_ty), mask=ok)
+
+
 # ----------------------------------------------------------------------------------------------
 # Host side: launches and the autograd Function
 # ----------------------------------------------------------------------------------------------
 def _dot_options(dtype: torch.dtype) -> dict:
     return {"UPCAST": INTERPRET, "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
+
+
+def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with an fp32 result; bf16 inputs stay bf16 on the tensor cores (fp32 accumulate)."""
+    if a.dtype == torch.float32:
+        return a @ b
+    try:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    except (TypeError, RuntimeError):  # older torch, or a device without out_dtype support
+        return (a @ b).float()
+
+
+def _chunk_rows(n: int, v: int, tiles: TileConfig) -> int:
+    """Rows per chunk so that one chunk of fp32 logits takes about `tiles.chunk_bytes`."""
+    return max(1, min(n, tiles.chunk_bytes // (4 * v)))
 
 
 def fused_forward(
@@ -305,7 +403,8 @@ def fused_forward(
     with_entropy: bool,
     tiles: TileConfig,
 ) -> dict[str, torch.Tensor]:
-    """Launch `_forward_kernel`; returns fp32 [N] tensors lse, z_target, mean_z, ref_lse, ref_z_target.
+    """The forward statistics, fp32 [N] tensors lse, z_target, mean_z, ref_lse, ref_z_target:
+    from `_forward_kernel` ("triton" scheme) or chunk by chunk from `_chunk_stats_kernel`.
 
     `targets` must already have ignored positions replaced by -1 (a column no tile contains)."""
     n, d = hidden.shape
@@ -313,6 +412,22 @@ def fused_forward(
     has_ref = ref_hidden is not None
     out = {name: torch.zeros(n, device=hidden.device, dtype=torch.float32)
            for name in ("lse", "z_target", "mean_z", "ref_lse", "ref_z_target")}
+    if tiles.scheme == "cublas":
+        chunk = _chunk_rows(n, v, tiles)
+        block_n, block_v = 8, 512
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            z = _mm_fp32(hidden[start:stop], weight.T)
+            ref_z = _mm_fp32(ref_hidden[start:stop], ref_weight.T) if has_ref else z
+            _chunk_stats_kernel[(triton.cdiv(stop - start, block_n),)](
+                z, ref_z, targets[start:stop],
+                *(out[k][start:stop] for k in ("lse", "z_target", "mean_z", "ref_lse",
+                                                "ref_z_target")),
+                stop - start, v, z.stride(0), ref_z.stride(0), 1.0 / temperature,
+                HAS_REF=has_ref, WITH_ENTROPY=with_entropy, BLOCK_N=block_n, BLOCK_V=block_v,
+                num_warps=4,
+            )
+        return out
     ref_h = ref_hidden if has_ref else hidden
     ref_w = ref_weight if has_ref else weight
     grid = (triton.cdiv(n, tiles.block_n),)
@@ -327,6 +442,38 @@ def fused_forward(
         num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
     )
     return out
+
+
+def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
+                     with_entropy, need_hidden, need_weight, tiles: TileConfig):
+    """Gradients one chunk of rows at a time: logits = h_c·Wᵀ (matmul), dz in place (Triton),
+    grad_h_c = dz·W and grad_W += dzᵀ·h_c (matmuls). Peak extra memory: one fp32 chunk of logits."""
+    n, d = hidden.shape
+    v = weight.shape[0]
+    chunk = _chunk_rows(n, v, tiles)
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
+    grad_w32 = torch.zeros(v, d, device=weight.device, dtype=torch.float32) if need_weight else None
+    block_n, block_v = 16, 256
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        h_c = hidden[start:stop]
+        z = _mm_fp32(h_c, weight.T)
+        # bf16 inputs: dz goes to a bf16 buffer for the tensor cores; fp32: overwrite z in place
+        dz = z if hidden.dtype == torch.float32 else torch.empty(z.shape, device=z.device,
+                                                                 dtype=hidden.dtype)
+        grid = (triton.cdiv(stop - start, block_n), triton.cdiv(v, block_v))
+        _dlogits_chunk_kernel[grid](
+            z, dz, targets[start:stop], lse[start:stop], mean_z[start:stop],
+            g_logp[start:stop], g_entropy[start:stop], stop - start, v, z.stride(0),
+            dz.stride(0), inv_temp, WITH_ENTROPY=with_entropy, BLOCK_N=block_n, BLOCK_V=block_v,
+            num_warps=4,
+        )
+        del z
+        if need_hidden:
+            grad_hidden[start:stop] = dz @ weight
+        if need_weight:
+            grad_w32 += _mm_fp32(dz.T, h_c)
+    return grad_hidden, None if grad_w32 is None else grad_w32.to(weight.dtype)
 
 
 class FusedLinearLogprobs(torch.autograd.Function):
@@ -367,6 +514,11 @@ class FusedLinearLogprobs(torch.autograd.Function):
             num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
         )
         inv_temp = 1.0 / ctx.temperature
+        if tiles.scheme == "cublas":
+            return (*_backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
+                                      inv_temp, ctx.with_entropy, ctx.needs_input_grad[0],
+                                      ctx.needs_input_grad[1], tiles),
+                    None, None, None, None, None, None, None)
         grad_hidden = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_h32 = torch.zeros(n, d, device=hidden.device, dtype=torch.float32)
