@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 
 gpu-check: $(STAMP)
-	bash benchmarks/gpu_check.sh
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
 
 clean-cache:
 	rm -rf $${RLHF_MINI_CACHE:-$$HOME/.cache/rlhf_mini}

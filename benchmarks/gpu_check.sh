@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 OUT_DIR="${1:-gpu_results}"
-NOTEBOOK="${NOTEBOOK:-notebooks/11_dpo.ipynb}"
+NOTEBOOK="${NOTEBOOK:-notebooks/05_instruction_tuning.ipynb}"
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter

@@ -104,8 +104,16 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_device() -> torch.device:
-    """CUDA when present, the CPU otherwise. Nothing in the course requires CUDA."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, the CPU otherwise. Nothing in the course requires CUDA.
+
+    On CUDA, fp32 matmuls may use TF32 tensor cores: several times faster for GPT-2-small
+    training, at a precision (10-bit mantissa products, fp32 sums) that training does not notice.
+    """
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def get_profile(name: str | None = None) -> Profile:
