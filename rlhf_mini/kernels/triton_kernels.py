@@ -379,9 +379,17 @@ def _dot_options(dtype: torch.dtype) -> dict:
 
 
 def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b with an fp32 result; bf16 inputs stay bf16 on the tensor cores (fp32 accumulate)."""
+    """a @ b with an fp32 result; bf16 inputs stay bf16 on the tensor cores (fp32 accumulate).
+
+    fp32 inputs get a true fp32 matmul (no TF32), like the all-Triton kernels' "ieee" dots, so
+    that both schemes agree with the reference to fp32 precision whatever the global setting."""
     if a.dtype == torch.float32:
-        return a @ b
+        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            return a @ b
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     try:
         return torch.mm(a, b, out_dtype=torch.float32)
     except (TypeError, RuntimeError):  # older torch, or a device without out_dtype support
@@ -470,7 +478,7 @@ def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, in
         )
         del z
         if need_hidden:
-            grad_hidden[start:stop] = dz @ weight
+            grad_hidden[start:stop] = _mm_fp32(dz, weight).to(hidden.dtype)
         if need_weight:
             grad_w32 += _mm_fp32(dz.T, h_c)
     return grad_hidden, None if grad_w32 is None else grad_w32.to(weight.dtype)
