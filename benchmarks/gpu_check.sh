@@ -38,7 +38,7 @@ timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest tests/test_k
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "kernel tests FAILED"; status=1; }
 
 step "2/3 benchmark"
-timeout 240 "$PYTHON" benchmarks/kernels.py --json "$OUT_DIR/kernels.json" 2>&1 \
+timeout 240 "$PYTHON" benchmarks/kernels.py --n 1024 4096 8192 16384 --json "$OUT_DIR/kernels.json" 2>&1 \
     | tee "$OUT_DIR/kernels_benchmark.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "benchmark FAILED"; status=1; }
 
@@ -46,7 +46,7 @@ step "3/3 notebook $NOTEBOOK (gpu profile)"
 if ! [ -f "$NOTEBOOK" ]; then
     echo "SKIP: $NOTEBOOK not found"
 elif "$PYTHON" -c "import nbval, jupyter_client, ipykernel" 2>/dev/null; then
-    RLHF_MINI_PROFILE=gpu timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider --nbval-lax \
+    RLHF_MINI_PROFILE=gpu timeout 420 "$PYTHON" -m pytest -q -p no:cacheprovider --nbval-lax \
         --nbval-current-env "$NOTEBOOK" 2>&1 | tee "$OUT_DIR/notebook.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "notebook FAILED"; status=1; }
 else

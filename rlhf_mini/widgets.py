@@ -1,0 +1,115 @@
+"""A labeling widget for Jupyter: one prompt, two responses, an 8-point Likert rating.
+
+It mirrors the InstructGPT / Llama 2 labeling interfaces: the labeler reads a prompt and two
+responses, picks a point on a 1–8 scale (no neutral middle, so every label picks a side), ticks
+metadata flags (hallucination, unsafe, refusal), rates the prompt itself, and presses Submit. The
+label goes straight into a ``LabelStore`` (its own committed SQLite transaction) and the next item
+appears.
+
+Everything is a plain ipywidgets control, so code can drive it exactly as a person would::
+
+    w = LabelingWidget(store, items, labeler="me")
+    w.likert.value = 2; w.hallucination.value = True; w.submit.click()
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+
+from rlhf_mini.labelstore import FLAGS, PROMPT_QUALITY, LabelStore
+
+LIKERT_OPTIONS = [
+    ("1 · A much better", 1), ("2 · A better", 2), ("3 · A slightly better", 3), ("4 · A marginally better", 4),
+    ("5 · B marginally better", 5), ("6 · B slightly better", 6), ("7 · B better", 7), ("8 · B much better", 8),
+]
+
+
+class LabelingWidget:
+    """Label ``items`` (dicts with ``prompt``, ``response_a``, ``response_b``) into ``store``.
+
+    ``display(widget)`` or ``widget.ui`` shows it. The Likert selector starts empty: Submit with no
+    rating shows an error and stores nothing.
+    """
+
+    def __init__(self, store: LabelStore, items: Sequence[dict[str, Any]], labeler: str = "anonymous") -> None:
+        if not items:
+            raise ValueError("no items to label: pass a non-empty list of {'prompt', 'response_a', 'response_b'}")
+        for i, item in enumerate(items):
+            for key in ("prompt", "response_a", "response_b"):
+                if not isinstance(item.get(key), str):
+                    raise ValueError(f"item {i}: field '{key}' is missing or not a string")
+        self.store = store
+        self.items = list(items)
+        self.labeler = labeler
+        self.index = 0
+        self.saved_ids: list[int] = []
+
+        self.progress = W.HTML()
+        self.prompt = W.HTML()
+        self.response_a = W.HTML(layout=W.Layout(width="48%", border="1px solid #ccc", padding="4px"))
+        self.response_b = W.HTML(layout=W.Layout(width="48%", border="1px solid #ccc", padding="4px"))
+        self.likert = W.ToggleButtons(options=LIKERT_OPTIONS, value=None, description="Rating",
+                                      style={"button_width": "150px"})
+        self.hallucination = W.Checkbox(value=False, description="hallucination", indent=False)
+        self.unsafe = W.Checkbox(value=False, description="unsafe", indent=False)
+        self.refusal = W.Checkbox(value=False, description="refusal", indent=False)
+        self.prompt_quality = W.Dropdown(options=list(PROMPT_QUALITY), value="good", description="Prompt")
+        self.notes = W.Text(value="", placeholder="notes (optional)", description="Notes")
+        self.submit = W.Button(description="Submit", button_style="primary", icon="check")
+        self.message = W.HTML()
+        self.submit.on_click(self._on_submit)
+        self.ui = W.VBox([
+            self.progress, self.prompt, W.HBox([self.response_a, self.response_b]), self.likert,
+            W.HBox([self.hallucination, self.unsafe, self.refusal, self.prompt_quality]),
+            self.notes, self.submit, self.message,
+        ])
+        self._show()
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.items)
+
+    def _show(self) -> None:
+        n = len(self.items)
+        if self.done:
+            self.progress.value = f"<b>All {n} items labelled.</b>"
+            for w in (self.likert, self.hallucination, self.unsafe, self.refusal, self.prompt_quality,
+                      self.notes, self.submit):
+                w.disabled = True
+            return
+        item = self.items[self.index]
+        self.progress.value = f"Item {self.index + 1} of {n} · labeler <code>{html.escape(self.labeler)}</code>"
+        self.prompt.value = f"<b>Prompt:</b> {html.escape(item['prompt'])}"
+        self.response_a.value = f"<b>A</b><br>{html.escape(item['response_a'])}"
+        self.response_b.value = f"<b>B</b><br>{html.escape(item['response_b'])}"
+        self.likert.value = None
+        for box in (self.hallucination, self.unsafe, self.refusal):
+            box.value = False
+        self.prompt_quality.value = "good"
+        self.notes.value = ""
+
+    def _on_submit(self, _button: W.Button | None = None) -> None:
+        if self.done:
+            self.message.value = "Nothing left to label."
+            return
+        if self.likert.value is None:
+            self.message.value = "<span style='color:#b00'>Pick a rating from 1 to 8 first.</span>"
+            return
+        item = self.items[self.index]
+        label_id = self.store.add_label(
+            prompt=item["prompt"], response_a=item["response_a"], response_b=item["response_b"],
+            likert=int(self.likert.value), labeler=self.labeler, prompt_quality=self.prompt_quality.value,
+            notes=self.notes.value, **{f: bool(getattr(self, f).value) for f in FLAGS})
+        self.saved_ids.append(label_id)
+        self.message.value = f"Saved label #{label_id}."
+        self.index += 1
+        self._show()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.ui)
