@@ -46,7 +46,7 @@ step "3/3 notebook $NOTEBOOK (gpu profile)"
 if ! [ -f "$NOTEBOOK" ]; then
     echo "SKIP: $NOTEBOOK not found"
 elif "$PYTHON" -c "import nbval, jupyter_client, ipykernel" 2>/dev/null; then
-    RLHF_MINI_PROFILE=gpu timeout 420 "$PYTHON" -m pytest -q -p no:cacheprovider --nbval-lax \
+    RLHF_MINI_PROFILE=gpu timeout 360 "$PYTHON" -m pytest -q -p no:cacheprovider --nbval-lax \
         --nbval-current-env "$NOTEBOOK" 2>&1 | tee "$OUT_DIR/notebook.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "notebook FAILED"; status=1; }
 else
