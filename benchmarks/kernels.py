@@ -7,9 +7,8 @@
 Variants (per-token log p(target) for hidden [N, D] and an LM head [V, D], then .sum().backward()):
     naive    torch linear + log_softmax + gather: materialises [N, V] logits
     chunked  rlhf_mini.kernels reference: row chunks under activation checkpointing
-    fused    rlhf_mini.kernels default "cublas" scheme: chunks of logits from cuBLAS, reduced by
-             Triton kernels (GPU only)
-    fused_triton  the all-Triton kernels: never more than a tile of logits (GPU only)
+    fused    rlhf_mini.kernels default: fused Triton forward, chunked cuBLAS backward (GPU only)
+    fused_triton  the all-Triton kernels, backward included: never more than a tile of logits
     liger    Liger-Kernel's fused linear cross-entropy with reduction="none" (if installed)
 
 Peak memory is the extra memory above the inputs during one forward + backward: on GPU from
@@ -57,7 +56,7 @@ def variants(device: str) -> tuple[dict, list[str]]:
     if device == "cuda":
         from rlhf_mini.kernels.triton_kernels import TileConfig
 
-        all_triton = TileConfig(scheme="triton")
+        all_triton = TileConfig(backward="triton")
         fns["fused"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton")
         fns["fused_triton"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton",
                                                             tiles=all_triton)

@@ -39,19 +39,19 @@ SMALL_TILES = dict(block_n=16, block_v=32, block_d=16, num_warps=4)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
-@pytest.fixture(scope="module", params=["cublas", "triton"], ids=["scheme-cublas", "scheme-triton"])
+@pytest.fixture(scope="module", params=["cublas", "triton"], ids=["bwd-cublas", "bwd-triton"])
 def tiles(request):
     """Small tiles for the kernel tests, or a skip with the reason. Never falls back to the
     reference: the tests pass backend="triton", which raises if the kernel cannot run.
-    Both schemes are tested; the "cublas" one with chunks of a few rows, so that every test shape
-    spans several chunks."""
+    Both backward schemes are tested; the "cublas" one with chunks of a few rows, so that every
+    test shape spans several chunks."""
     pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot run")
     if not KERNELS_RUN_HERE:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set: this kernel test "
                     "runs in test_kernel_tests_in_fresh_interpreter_process instead")
     from rlhf_mini.kernels.triton_kernels import TileConfig
 
-    return TileConfig(**SMALL_TILES, scheme=request.param, chunk_bytes=4 * 128 * 5)
+    return TileConfig(**SMALL_TILES, backward=request.param, chunk_bytes=4 * 128 * 5)
 
 
 @pytest.mark.skipif(KERNELS_RUN_HERE, reason="the kernel tests run in this process")
@@ -310,13 +310,13 @@ def test_importing_rlhf_mini_does_not_import_triton():
 # Real GPU: compiled kernels with the default tiles at an LM-head shape (GPT-2 small)
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")
-@pytest.mark.parametrize("scheme", ["cublas", "triton"])
+@pytest.mark.parametrize("backward", ["cublas", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_realistic_shape(dtype, scheme):
+def test_cuda_realistic_shape(dtype, backward):
     pytest.importorskip("triton", reason="triton is not installed")
     from rlhf_mini.kernels.triton_kernels import TileConfig
 
-    tiles = TileConfig(scheme=scheme)
+    tiles = TileConfig(backward=backward)
     n, d, v = 4096, 768, 50257
     hidden, weight, targets = make_head(n, d, v, dtype, ignore=(0, 100, 4095))
     ref_hidden, ref_weight, _ = make_head(n, d, v, dtype, seed=1)

@@ -16,13 +16,13 @@ Three all-Triton kernels, no atomics (so the results are deterministic):
 Each program owns the rows of the output it writes, which is why no atomics are needed; the price
 is that the backward recomputes the logits twice (once per kernel).
 
-These all-Triton kernels are the easiest to read, and hold no more than a tile of logits. But
-their matmuls are slower than cuBLAS's, so on a GPU the default is a chunked scheme
-(`TileConfig.scheme="cublas"`, the idea behind Liger-Kernel's fused linear cross-entropy): for one
-chunk of rows at a time, a cuBLAS matmul writes the fp32 logits, `_chunk_stats_kernel` reduces
-them with the same online log-sum-exp (forward), or `_dlogits_chunk_kernel` turns them into
-dL/dlogits and two more matmuls give both gradients (backward). It holds [chunk, V] logits, never
-[N, V].
+The two all-Triton gradient kernels are the easiest to read and hold no more than a tile of
+logits, but their matmuls run well below cuBLAS and they compute the logits twice. So the default
+backward (`TileConfig.backward="cublas"`, the idea behind Liger-Kernel's fused linear
+cross-entropy) works one chunk of rows at a time: a cuBLAS matmul recomputes the chunk's fp32
+logits, `_dlogits_chunk_kernel` turns them into dL/dlogits, and two more matmuls give both
+gradients. It holds [chunk, V] logits, never [N, V]. (A forward done the same way, matmul then a
+reduction kernel, measured slower on an H200 than `_forward_kernel`, so the forward stays fused.)
 
 This module calls `@triton.jit` at import time, so `TRITON_INTERPRET=1` (Triton's CPU interpreter)
 must be set before it is first imported; `rlhf_mini.kernels` imports it lazily for that reason.
@@ -53,17 +53,17 @@ class TileConfig:
     block_v: int = 128  # vocabulary entries per tile
     block_d: int = 64  # hidden features per inner step of the matmul
     num_warps: int = 8
-    scheme: str = "cublas"  # "cublas": chunks of logits from cuBLAS, reduced by Triton kernels;
-    #                        "triton": the all-Triton kernels that never hold more than a tile
-    chunk_bytes: int = 1 << 27  # "cublas" scheme: size of one chunk of fp32 logits
+    backward: str = "cublas"  # "cublas": chunks of logits from cuBLAS + `_dlogits_chunk_kernel`;
+    #                          "triton": the two all-Triton gradient kernels
+    chunk_bytes: int = 1 << 27  # "cublas" backward: size of one chunk of fp32 logits
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_v", "block_d"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
                 raise ValueError(f"TileConfig.{name}={size}: must be a power of two and >= 16")
-        if self.scheme not in ("cublas", "triton"):
-            raise ValueError(f"TileConfig.scheme={self.scheme!r}: 'cublas' or 'triton'")
+        if self.backward not in ("cublas", "triton"):
+            raise ValueError(f"TileConfig.backward={self.backward!r}: 'cublas' or 'triton'")
 
 
 DEFAULT_TILES = TileConfig()
@@ -302,47 +302,6 @@ def _grad_weight_kernel(
 
 
 @triton.jit
-def _chunk_stats_kernel(
-    z_ptr, ref_z_ptr, targets_ptr, lse_ptr, z_target_ptr, mean_z_ptr, ref_lse_ptr, ref_z_target_ptr,
-    N, V, stride_z, stride_ref_z, inv_temp,
-    HAS_REF: tl.constexpr, WITH_ENTROPY: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
-):
-    """The forward statistics of `_forward_kernel`, from a chunk of raw fp32 logits z = h·Wᵀ that
-    a matmul already wrote (the "cublas" scheme): the same online update over vocabulary tiles."""
-    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    row_ok = rows < N
-    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
-    m = tl.full([BLOCK_N], NEG_LARGE, dtype=tl.float32)
-    s = tl.zeros([BLOCK_N], dtype=tl.float32)
-    sum_pz = tl.zeros([BLOCK_N], dtype=tl.float32)
-    z_target = tl.zeros([BLOCK_N], dtype=tl.float32)
-    ref_m = tl.full([BLOCK_N], NEG_LARGE, dtype=tl.float32)
-    ref_s = tl.zeros([BLOCK_N], dtype=tl.float32)
-    ref_z_target = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for v0 in range(0, V, BLOCK_V):
-        cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
-        col_ok = cols < V
-        ok = row_ok[:, None] & col_ok[None, :]
-        raw = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=ok, other=0.0)
-        z = tl.where(col_ok[None, :], raw * inv_temp, float("-inf"))
-        m, s, sum_pz, z_target = _online_update(z, cols, col_ok, targets, m, s, sum_pz,
-                                                z_target, WITH_ENTROPY)
-        if HAS_REF:
-            raw = tl.load(ref_z_ptr + rows[:, None] * stride_ref_z + cols[None, :], mask=ok,
-                          other=0.0)
-            ref_z = tl.where(col_ok[None, :], raw * inv_temp, float("-inf"))
-            ref_m, ref_s, _, ref_z_target = _online_update(
-                ref_z, cols, col_ok, targets, ref_m, ref_s, sum_pz, ref_z_target, False)
-    tl.store(lse_ptr + rows, m + tl.log(s), mask=row_ok)
-    tl.store(z_target_ptr + rows, z_target, mask=row_ok)
-    if WITH_ENTROPY:
-        tl.store(mean_z_ptr + rows, sum_pz / s, mask=row_ok)
-    if HAS_REF:
-        tl.store(ref_lse_ptr + rows, ref_m + tl.log(ref_s), mask=row_ok)
-        tl.store(ref_z_target_ptr + rows, ref_z_target, mask=row_ok)
-
-
-@triton.jit
 def _dlogits_chunk_kernel(
     z_ptr, dz_ptr, targets_ptr, lse_ptr, mean_z_ptr, g_logp_ptr, g_entropy_ptr,
     N, V, stride_z, stride_dz, inv_temp,
@@ -411,8 +370,7 @@ def fused_forward(
     with_entropy: bool,
     tiles: TileConfig,
 ) -> dict[str, torch.Tensor]:
-    """The forward statistics, fp32 [N] tensors lse, z_target, mean_z, ref_lse, ref_z_target:
-    from `_forward_kernel` ("triton" scheme) or chunk by chunk from `_chunk_stats_kernel`.
+    """Launch `_forward_kernel`; returns fp32 [N] tensors lse, z_target, mean_z, ref_lse, ref_z_target.
 
     `targets` must already have ignored positions replaced by -1 (a column no tile contains)."""
     n, d = hidden.shape
@@ -420,22 +378,6 @@ def fused_forward(
     has_ref = ref_hidden is not None
     out = {name: torch.zeros(n, device=hidden.device, dtype=torch.float32)
            for name in ("lse", "z_target", "mean_z", "ref_lse", "ref_z_target")}
-    if tiles.scheme == "cublas":
-        chunk = _chunk_rows(n, v, tiles)
-        block_n, block_v = 8, 512
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            z = _mm_fp32(hidden[start:stop], weight.T)
-            ref_z = _mm_fp32(ref_hidden[start:stop], ref_weight.T) if has_ref else z
-            _chunk_stats_kernel[(triton.cdiv(stop - start, block_n),)](
-                z, ref_z, targets[start:stop],
-                *(out[k][start:stop] for k in ("lse", "z_target", "mean_z", "ref_lse",
-                                                "ref_z_target")),
-                stop - start, v, z.stride(0), ref_z.stride(0), 1.0 / temperature,
-                HAS_REF=has_ref, WITH_ENTROPY=with_entropy, BLOCK_N=block_n, BLOCK_V=block_v,
-                num_warps=4,
-            )
-        return out
     ref_h = ref_hidden if has_ref else hidden
     ref_w = ref_weight if has_ref else weight
     grid = (triton.cdiv(n, tiles.block_n),)
@@ -478,7 +420,7 @@ def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, in
         )
         del z
         if need_hidden:
-            grad_hidden[start:stop] = _mm_fp32(dz, weight).to(hidden.dtype)
+            grad_hidden[start:stop] = _mm_fp32(dz, weight) if dz.dtype == torch.float32 else dz @ weight
         if need_weight:
             grad_w32 += _mm_fp32(dz.T, h_c)
     return grad_hidden, None if grad_w32 is None else grad_w32.to(weight.dtype)
@@ -522,7 +464,7 @@ class FusedLinearLogprobs(torch.autograd.Function):
             num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
         )
         inv_temp = 1.0 / ctx.temperature
-        if tiles.scheme == "cublas":
+        if tiles.backward == "cublas":
             return (*_backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
                                       inv_temp, ctx.with_entropy, ctx.needs_input_grad[0],
                                       ctx.needs_input_grad[1], tiles),
