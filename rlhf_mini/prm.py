@@ -1,0 +1,465 @@
+"""Process reward models (PRM) vs outcome reward models (ORM) as best-of-N rerankers.
+
+"Let's Verify Step by Step" (Lightman et al. 2023) trains a verifier that labels every step of a
+chain of thought, and compares it with one that sees only whether the final answer is right.
+
+* PRM: a GPT-2 body with a one-logit head, read at the token that ends each step (the ``.`` after
+  ``4 * 2 = 8``, and the EOS after ``Answer: n``). Step labels come for free from the arithmetic
+  world (``step_labels``: step k is correct iff it and every earlier step are right, PRM800K's
+  first-error convention); the answer "step" is correct iff every step and the answer are. Loss:
+
+      L_PRM = − (1/K) Σ_k [ y_k log σ(z_k) + (1 − y_k) log(1 − σ(z_k)) ]     over all steps k
+
+* ORM: the same network, read only at the EOS, trained on final-answer correctness:
+
+      L_ORM = − [ y log σ(z_EOS) + (1 − y) log(1 − σ(z_EOS)) ]
+
+* Reranking: sample N solutions, keep the one the verifier likes best. A PRM scores a solution by
+  aggregating its step probabilities, ``min_k σ(z_k)`` or ``Π_k σ(z_k)`` (the probability that every
+  step is right); the ORM by σ(z_EOS); majority voting picks the most common final answer.
+
+Both verifiers train on the same solutions for the same number of steps, so the comparison isolates
+the value of step-level labels.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_mini.batch import check_tokenizer
+from rlhf_mini.config import Profile, get_device, get_profile
+from rlhf_mini.models import ScalarHeadModel
+from rlhf_mini.worlds.arithmetic import ArithmeticWorld, step_labels
+
+KINDS = ("prm", "orm")
+AGGREGATES = ("min", "prod")
+
+
+# ----------------------------------------------------------------------------------------------
+# step ends: from text to token positions
+# ----------------------------------------------------------------------------------------------
+
+
+def step_end_chars(response: str) -> list[int]:
+    """Character index that ends each step of ``response``, aligned with ``step_labels``.
+
+    Steps are the ``.``-separated pieces (as in ``split_steps``); a step ends at its ``.``, or at
+    its last character when the text stops without one. A final ``Answer: n`` piece is not a step.
+    """
+    bounds = [i for i, ch in enumerate(response) if ch == "."] + [len(response)]
+    pieces: list[tuple[str, int]] = []
+    start = 0
+    for b in bounds:
+        text = response[start:b]
+        if text.strip():
+            end = b if b < len(response) else start + len(text.rstrip()) - 1
+            pieces.append((text.strip(), end))
+        start = b + 1
+    if pieces and pieces[-1][0].startswith("Answer:"):
+        pieces.pop()
+    return [end for _, end in pieces]
+
+
+def step_end_positions(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
+    """Token indices (within ``response``'s tokens + EOS) where the verifier reads each label.
+
+    One index per step (the token holding the step's ``.``), then the EOS index for the final
+    answer. Its length is ``len(step_labels(prompt, response)) + 1``.
+    """
+    enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    positions = []
+    for char in step_end_chars(response):
+        hit = [j for j, (s, e) in enumerate(offsets) if s <= char < e]
+        if not hit:
+            raise ValueError(f"no token covers character {char} of {response!r}")
+        positions.append(hit[0])
+    positions.append(len(enc["input_ids"]))  # the EOS appended after the response
+    return positions
+
+
+def solution_labels(world: ArithmeticWorld, prompt: str, response: str) -> list[int]:
+    """Step labels (prefix-correct) plus one for the answer: 1 iff all steps and the answer are right."""
+    labels = step_labels(prompt, response)
+    answer_ok = world.final_answer(response) == world.answer(prompt)
+    return labels + [int(answer_ok and all(labels))]
+
+
+@dataclass
+class VerifierBatch:
+    input_ids: torch.Tensor
+    """[B, T] prompt + response + EOS, left-padded"""
+    attention_mask: torch.Tensor
+    """[B, T]"""
+    label_positions: torch.Tensor
+    """[B, K] column of each step end (the last one is the EOS); padded with 0"""
+    labels: torch.Tensor
+    """[B, K] float step labels (the last one is the answer label)"""
+    label_mask: torch.Tensor
+    """[B, K] 1 where a label is real"""
+
+
+def encode_solutions(tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld, prompts: list[str],
+                     responses: list[str], max_length: int = 128) -> VerifierBatch:
+    """Tokenize solutions (left-padded, as ``encode_pairs`` does) with their step-end positions."""
+    check_tokenizer(tokenizer)
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        raise ValueError("empty batch: no solutions given")
+    rows, pos_rows, lab_rows = [], [], []
+    for prompt, response in zip(prompts, responses):
+        p = tokenizer(world.format_prompt(prompt), add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        positions = step_end_positions(tokenizer, response)
+        labels = solution_labels(world, prompt, response)
+        if len(positions) != len(labels):
+            raise ValueError(f"{len(positions)} step ends but {len(labels)} labels in {response!r}")
+        if len(p) + len(r) > max_length:
+            raise ValueError(f"solution longer than max_length={max_length} tokens: {prompt!r} {response!r}")
+        rows.append(p + r)
+        pos_rows.append([len(p) + j for j in positions])
+        lab_rows.append(labels)
+    width = max(len(r) for r in rows)
+    k = max(len(x) for x in pos_rows)
+    B = len(rows)
+    input_ids = torch.full((B, width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, width), dtype=torch.long)
+    label_positions = torch.zeros((B, k), dtype=torch.long)
+    labels = torch.zeros((B, k))
+    label_mask = torch.zeros((B, k))
+    for i, (row, pos, lab) in enumerate(zip(rows, pos_rows, lab_rows)):
+        shift = width - len(row)
+        input_ids[i, shift:] = torch.tensor(row)
+        attention_mask[i, shift:] = 1
+        label_positions[i, : len(pos)] = torch.tensor(pos) + shift
+        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.float)
+        label_mask[i, : len(lab)] = 1
+    return VerifierBatch(input_ids, attention_mask, label_positions, labels, label_mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifierConfig:
+    """How to train a PRM or an ORM."""
+
+    kind: str = "prm"
+    """``prm``: a BCE term at every step end; ``orm``: one BCE term at the EOS (answer correctness)"""
+    steps: int = 300
+    """optimizer steps"""
+    batch_size: int = 32
+    """solutions per step"""
+    lr: float = 3e-4
+    """AdamW learning rate (linear warm-up, then constant)"""
+    warmup_steps: int = 20
+    """learning-rate warm-up"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    max_length: int = 128
+    """longest prompt + solution in tokens"""
+    seed: int = 0
+    """seeds the head initialisation and the minibatch order"""
+    checkpoint_every: int = 0
+    """save a resumable checkpoint every this many steps (0: only at the end when output_dir is set)"""
+    output_dir: str | None = None
+    """where checkpoints go"""
+
+    @classmethod
+    def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
+        profile = profile or get_profile()
+        values = {"steps": profile.reward_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
+        values.update(changes)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+
+
+def verifier_logits(model: ScalarHeadModel, batch: VerifierBatch) -> torch.Tensor:
+    """[B, K] logits at the step ends (the last real one of each row is at the EOS)."""
+    values = model(batch.input_ids, batch.attention_mask)
+    return values.gather(1, batch.label_positions)
+
+
+def verifier_loss(model: ScalarHeadModel, batch: VerifierBatch, kind: str) -> tuple[torch.Tensor, dict]:
+    """BCE at every step end (PRM) or only at the EOS with the answer label (ORM)."""
+    logits = verifier_logits(model, batch)
+    if kind == "prm":
+        mask = batch.label_mask
+    else:
+        # the ORM's only label sits at the last real column of each row: the answer/EOS one
+        last = batch.label_mask.sum(1).long() - 1
+        mask = torch.zeros_like(batch.label_mask).scatter_(1, last[:, None], 1.0)
+    bce = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+    loss = (bce * mask).sum() / mask.sum()
+    with torch.no_grad():
+        acc = (((logits > 0).float() == batch.labels).float() * mask).sum() / mask.sum()
+    return loss, {"loss": loss.item(), "accuracy": acc.item(), "labels_per_solution": (mask.sum() / len(mask)).item()}
+
+
+@dataclass
+class VerifierResult:
+    model: ScalarHeadModel
+    metrics: list[dict]
+
+
+def _save_checkpoint(folder: Path, model, optimizer, step: int, config: VerifierConfig, metrics: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, folder / "trainer_state.pt")
+    (folder / "verifier_config.json").write_text(json.dumps(asdict(config), indent=1))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def load_verifier(folder: str | Path) -> ScalarHeadModel:
+    """A verifier saved by ``train_verifier`` (or by a zoo getter)."""
+    return ScalarHeadModel.from_pretrained(str(folder)).to(get_device()).eval()
+
+
+def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: PreTrainedTokenizerBase,
+                   world: ArithmeticWorld, prompts: list[str], responses: list[str],
+                   resume_from: str | Path | None = None, progress: bool = True) -> VerifierResult:
+    """Train a PRM or ORM (``config.kind``) on solutions labelled by ``solution_labels``.
+
+    Minibatch k draws rows with a generator seeded by (seed, k), so a resumed run sees the same
+    batches as an uninterrupted one.
+    """
+    if len(prompts) != len(responses) or not prompts:
+        raise ValueError(f"need equal, non-zero numbers of prompts and responses: {len(prompts)}, {len(responses)}")
+    device = get_device()
+    model.to(device).train()
+    data = encode_solutions(tokenizer, world, prompts, responses, config.max_length)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start, metrics = 0, []
+    if resume_from is not None:
+        state = torch.load(Path(resume_from) / "trainer_state.pt", weights_only=False)
+        model.load_state_dict(ScalarHeadModel.from_pretrained(str(resume_from)).state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        start = state["step"]
+        metrics = json.loads((Path(resume_from) / "metrics.json").read_text())
+    n = len(prompts)
+    for step in tqdm(range(start, config.steps), desc=f"training {config.kind}", disable=not progress, leave=False):
+        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = torch.from_numpy(np.random.default_rng([config.seed, step]).choice(n, size=min(config.batch_size, n),
+                                                                                   replace=False))
+        batch = VerifierBatch(*(t[idx].to(device) for t in (data.input_ids, data.attention_mask,
+                                                            data.label_positions, data.labels, data.label_mask)))
+        loss, stats = verifier_loss(model, batch, config.kind)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        metrics.append({"step": step + 1, "lr": lr, **stats})
+        if config.output_dir and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            _save_checkpoint(Path(config.output_dir) / f"step-{step + 1}", model, optimizer, step + 1, config, metrics)
+    if config.output_dir:
+        _save_checkpoint(Path(config.output_dir), model, optimizer, config.steps, config, metrics)
+    return VerifierResult(model.eval(), metrics)
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring and reranking
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def step_probabilities(model: ScalarHeadModel, tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld,
+                       prompts: list[str], responses: list[str], max_length: int = 128,
+                       batch_size: int = 256) -> list[np.ndarray]:
+    """σ(logit) at each step end of each solution (the last entry is read at the EOS)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[np.ndarray] = []
+    for s in range(0, len(prompts), batch_size):
+        b = encode_solutions(tokenizer, world, prompts[s:s + batch_size], responses[s:s + batch_size], max_length)
+        probs = torch.sigmoid(verifier_logits(model, VerifierBatch(*(t.to(device) for t in (
+            b.input_ids, b.attention_mask, b.label_positions, b.labels, b.label_mask))))).cpu().numpy()
+        counts = b.label_mask.sum(1).long().tolist()
+        out.extend(probs[i, :c] for i, c in enumerate(counts))
+    return out
+
+
+def solution_scores(step_probs: list[np.ndarray], kind: str, aggregate: str = "min") -> np.ndarray:
+    """One score per solution: PRM ``min`` or ``prod`` over its step probabilities; ORM the EOS one."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if kind == "orm":
+        return np.array([p[-1] for p in step_probs])
+    agg = np.min if aggregate == "min" else np.prod
+    return np.array([float(agg(p)) for p in step_probs])
+
+
+def majority_vote(answers: list[int | None], rng: np.random.Generator) -> int | None:
+    """The most common final answer (missing answers don't vote); ties broken at random."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return rng.choice(sorted(a for a, c in counts.items() if c == top)).item()
+
+
+def best_of_n_accuracy(world: ArithmeticWorld, prompts: list[str], candidates: list[list[str]],
+                       scores: dict[str, np.ndarray], ns: list[int], n_subsets: int = 20,
+                       seed: int = 0) -> pd.DataFrame:
+    """Accuracy of picking one of N solutions, for each N, by each scorer and by majority vote.
+
+    ``candidates[i]`` holds M ≥ max(ns) solutions to ``prompts[i]``; ``scores[name][i, j]`` scores
+    solution j of prompt i. As in the PRM paper, each N is evaluated on ``n_subsets`` random subsets
+    of the M solutions, which lowers the variance of the estimate.
+    """
+    m = len(candidates[0])
+    if any(len(c) != m for c in candidates) or len(candidates) != len(prompts):
+        raise ValueError("candidates must be one list of equal length M per prompt")
+    if max(ns) > m or min(ns) < 1:
+        raise ValueError(f"every N must be in [1, {m}], got {ns}")
+    correct = np.array([[world.final_answer(r) == world.answer(p) for r in c] for p, c in zip(prompts, candidates)])
+    answers = [[world.final_answer(r) for r in c] for c in candidates]
+    truth = [world.answer(p) for p in prompts]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in ns:
+        hits = {name: 0.0 for name in [*scores, "majority"]}
+        for _ in range(n_subsets):
+            subset = np.stack([rng.choice(m, size=n, replace=False) for _ in prompts])
+            for name, s in scores.items():
+                s = np.asarray(s)
+                pick = subset[np.arange(len(prompts)), s[np.arange(len(prompts))[:, None], subset].argmax(1)]
+                hits[name] += correct[np.arange(len(prompts)), pick].mean()
+            votes = [majority_vote([answers[i][j] for j in subset[i]], rng) for i in range(len(prompts))]
+            hits["majority"] += np.mean([v == t for v, t in zip(votes, truth)])
+        rows += [{"method": name, "n": n, "accuracy": h / n_subsets} for name, h in hits.items()]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# the zoo: generator samples and trained verifiers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifierDataConfig:
+    """Where a verifier's training solutions come from."""
+
+    source: str = "world"
+    """``world``: the world's own solver, which slips on 20% of steps; ``sft``: the arithmetic SFT policy"""
+    n_prompts: int = 500
+    """training problems (train split)"""
+    samples_per_prompt: int = 4
+    """solutions per problem"""
+    temperature: float = 1.0
+    """sampling temperature of the SFT generator"""
+    max_new_tokens: int = 32
+    """longest generated solution"""
+    seed: int = 0
+    """seeds the problems and the sampling"""
+
+    @classmethod
+    def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierDataConfig:
+        profile = profile or get_profile()
+        values = {"n_prompts": max(64, profile.n_preference_pairs // 4), "max_new_tokens": profile.max_new_tokens}
+        values.update(changes)
+        return cls(**values)
+
+
+def generator(profile: Profile | None = None):
+    """The arithmetic SFT policy and its tokenizer."""
+    from rlhf_mini.sft import sft_policy
+
+    return sft_policy("arithmetic", profile)
+
+
+def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, model=None, tokenizer=None,
+                     max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0) -> list[list[str]]:
+    """``n`` solutions per prompt (``out[i][j]`` is solution j of ``prompts[i]``): sampled from
+    ``model`` when given, else from the world's own slipping solver."""
+    if model is None:
+        rng = np.random.default_rng(seed)
+        return [[world.sample_response(p, rng) for _ in range(n)] for p in prompts]
+    from rlhf_mini.sampling import generate
+
+    texts = [world.format_prompt(p) for p in prompts for _ in range(n)]
+    gen = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
+                   seed=seed, batch_size=128, progress=False)
+    return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world") -> Path:
+    """The folder of the cached PRM or ORM (built on first use from the SFT body).
+
+    Both kinds train on the same solutions, for the same steps, from the same initialisation.
+    """
+    import sys
+
+    from rlhf_mini import batch, models, sampling, sft, zoo
+    from rlhf_mini.worlds import get_world
+
+    if source not in ("world", "sft"):
+        raise ValueError(f"source must be 'world' or 'sft', got {source!r}")
+    profile = profile or get_profile()
+    config = VerifierConfig.from_profile(profile, kind=kind)
+    data_config = VerifierDataConfig.from_profile(profile, source=source)
+    world = get_world("arithmetic")
+    gen_path = sft.sft_policy_path("arithmetic", profile)
+
+    def build(folder: Path) -> None:
+        from rlhf_mini.utils import set_seed
+
+        set_seed(config.seed)
+        policy, tok = generator(profile)
+        prompts = world.prompts(data_config.n_prompts, seed=data_config.seed, split="train")
+        solutions = sample_solutions(world, prompts, data_config.samples_per_prompt,
+                                     model=policy if source == "sft" else None, tokenizer=tok,
+                                     max_new_tokens=data_config.max_new_tokens,
+                                     temperature=data_config.temperature, seed=data_config.seed)
+        flat_prompts = [p for p, s in zip(prompts, solutions) for _ in s]
+        flat = [r for s in solutions for r in s]
+        model = ScalarHeadModel.from_language_model(policy, seed=config.seed).to(get_device())
+        result = train_verifier(config, model, tok, world, flat_prompts, flat)
+        result.model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics))
+
+    key = {"kind": kind, "generator": gen_path.name, **asdict(config), **asdict(data_config)}
+    return zoo.cached(f"{kind}-arithmetic-{profile.name}", key, [sys.modules[__name__], batch, models, sampling],
+                      build)
+
+
+def verifier(kind: str = "prm", profile: Profile | None = None, source: str = "world"):
+    """The cached PRM (``kind="prm"``) or ORM (``"orm"``) and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = verifier_path(kind, profile, source)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.padding_side = "left"
+    return load_verifier(folder), tok
+
+
+def verifier_metrics(kind: str = "prm", profile: Profile | None = None, source: str = "world") -> list[dict]:
+    """Per-step training metrics of the cached verifier."""
+    return json.loads((verifier_path(kind, profile, source) / "metrics.json").read_text())
