@@ -1,0 +1,112 @@
+"""Run one stage of the course from the shell, with a progress bar.
+
+    python -m rlhf_mini sft    --task assistant --profile cpu --out runs/sft
+    python -m rlhf_mini reward --task assistant --out runs/reward
+    python -m rlhf_mini ppo    --task assistant --out runs/ppo --kl-coef 0.05
+    python -m rlhf_mini bon    --task assistant --out runs/bon
+    python -m rlhf_mini rs     --task assistant --out runs/rs
+    python -m rlhf_mini dpo    --task assistant --out runs/dpo --beta 0.5 --loss-type sigmoid
+    python -m rlhf_mini prm    --out runs/prm            (arithmetic; also trains the ORM)
+    python -m rlhf_mini rlaif  --out runs/rlaif
+    python -m rlhf_mini eval   --task assistant --out runs/eval
+
+Each writes ``metrics.json`` into ``--out``; training stages also write their checkpoint there
+(``save_pretrained``: load it with ``rlhf_mini.models.load_pretrained(out)``, or
+``ScalarHeadModel.from_pretrained(out)`` for reward models and verifiers). A stage trains through
+the same cached zoo artifact a notebook uses, so running it twice, or after a chapter, is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "eval")
+
+
+def _copy_artifact(folder: Path, out: Path) -> dict:
+    """Copy a cached artifact's checkpoint and metrics into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name in ("DONE", "config.json.zoo"):
+            continue
+        target = out / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    metrics_file = out / "metrics.json"
+    return {"artifact": folder.name, "metrics_file": str(metrics_file) if metrics_file.exists() else None}
+
+
+def _write_metrics(out: Path, metrics: object) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1, default=float))
+    return path
+
+
+def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: argparse.Namespace) -> dict:
+    from rlhf_mini.config import get_profile
+
+    profile = get_profile(profile_name)
+    if stage == "sft":
+        from rlhf_mini.sft import sft_policy_path
+
+        return _copy_artifact(sft_policy_path(task, profile), out)
+    if stage == "reward":
+        from rlhf_mini.reward import reward_model_path
+
+        return _copy_artifact(reward_model_path(task, profile), out)
+    if stage == "ppo":
+        from rlhf_mini.ppo import _ppo_path
+
+        overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
+        return _copy_artifact(_ppo_path(task, profile, overrides), out)
+    if stage == "dpo":
+        from rlhf_mini.dpo import dpo_policy_path
+
+        return _copy_artifact(dpo_policy_path(task, profile, beta=args.beta, loss_type=args.loss_type), out)
+    if stage == "prm":
+        from rlhf_mini.prm import verifier_path
+
+        info = _copy_artifact(verifier_path("prm", profile), out / "prm")
+        _copy_artifact(verifier_path("orm", profile), out / "orm")
+        metrics = {kind: json.loads((out / kind / "metrics.json").read_text())
+                   for kind in ("prm", "orm") if (out / kind / "metrics.json").exists()}
+        _write_metrics(out, metrics)
+        return info
+    from rlhf_mini import cli_stages
+
+    return cli_stages.run(stage, task, profile, out, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_mini", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--task", default=None, help="assistant, sentiment or arithmetic "
+                        "(default: assistant; arithmetic for prm)")
+    parser.add_argument("--profile", choices=["cpu", "gpu"], default=None,
+                        help="default: $RLHF_MINI_PROFILE, else gpu with CUDA and cpu without")
+    parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the checkpoint")
+    parser.add_argument("--beta", type=float, default=0.5, help="dpo: the KL strength β")
+    parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo")
+    parser.add_argument("--kl-coef", type=float, default=None, help="ppo: initial KL coefficient")
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="bon: values of N")
+    args = parser.parse_args(argv)
+    task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
+    from rlhf_mini.worlds import WORLDS
+
+    if task not in WORLDS:
+        parser.error(f"--task must be one of {sorted(WORLDS)}, got {task!r}")
+    info = run_stage(args.stage, task, args.profile, args.out, args)
+    print(json.dumps({"stage": args.stage, "task": task, "out": str(args.out), **info}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The command-line stages that evaluate rather than load one cached artifact: bon, rs, rlaif, eval.
+
+Called by ``python -m rlhf_mini``; each returns a summary and writes ``metrics.json`` into ``out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf_mini.config import Profile
+
+
+def _write(out: Path, metrics: Any) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    return {"metrics_file": str(out / "metrics.json")}
+
+
+def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> dict:
+    """Best-of-N from the SFT policy under the reward model: proxy, gold and KL for each N."""
+    from rlhf_mini.best_of_n import (
+        best_of_n_expected,
+        measured_best_of_n_kl,
+        reward_model_scorer,
+        sample_pool,
+    )
+    from rlhf_mini.reward import reward_model
+    from rlhf_mini.sampling import best_of_n_kl
+    from rlhf_mini.sft import sft_policy
+    from rlhf_mini.worlds import get_world
+
+    world = get_world(task)
+    policy, tokenizer = sft_policy(task, profile)
+    rm, _ = reward_model(task, profile)
+    prompts = world.prompts(min(profile.n_eval_prompts, 128), seed=0, split="test")
+    pool_size = max(ns) * 2
+    samples = sample_pool(policy, tokenizer, world, prompts, pool_size, max_new_tokens=profile.max_new_tokens)
+    flat_p = [p for p in prompts for _ in range(pool_size)]
+    flat_r = [r for row in samples for r in row]
+    proxy = np.asarray(reward_model_scorer(rm, tokenizer, world)(flat_p, flat_r)).reshape(len(prompts), -1)
+    gold = world.gold_rewards(flat_p, flat_r).reshape(len(prompts), -1)
+    rows = [{"n": n, "proxy": float(best_of_n_expected(proxy, n).mean()),
+             "gold": float(best_of_n_expected(proxy, n, gold).mean()),
+             "kl_measured": measured_best_of_n_kl(proxy, n), "kl_analytic": best_of_n_kl(n)} for n in ns]
+    for row in rows:
+        print(f"N={row['n']:>3}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}  "
+              f"KL {row['kl_measured']:.3f} (analytic {row['kl_analytic']:.3f})")
+    return _write(out, rows)
+
+
+def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:
+    """Two rounds of rejection-sampling fine-tuning from the SFT policy under the reward model."""
+    from rlhf_mini.best_of_n import reward_model_scorer
+    from rlhf_mini.models import reference_copy
+    from rlhf_mini.rejection_sampling import RSConfig, train_rejection_sampling
+    from rlhf_mini.reward import reward_model
+    from rlhf_mini.sft import sft_policy
+    from rlhf_mini.worlds import get_world
+
+    world = get_world(task)
+    policy, tokenizer = sft_policy(task, profile)
+    rm, _ = reward_model(task, profile)
+    result = train_rejection_sampling(RSConfig.from_profile(profile), policy, reference_copy(policy), tokenizer,
+                                      world, reward_model_scorer(rm, tokenizer, world))
+    out.mkdir(parents=True, exist_ok=True)
+    result.policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return _write(out, result.metrics)
+
+
+def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
+    """Relabel the shipped preference pairs with the constitutional AI judge; agreement with gold."""
+    from rlhf_mini.constitution import (
+        ConstitutionalJudge,
+        ai_label_pairs,
+        default_constitution,
+        label_agreement,
+    )
+    from rlhf_mini.data import load_preferences, write_jsonl
+    from rlhf_mini.reward import preference_file
+
+    records = list(load_preferences(preference_file(task, "train")))
+    judge = ConstitutionalJudge(default_constitution())
+    labelled = ai_label_pairs(judge, records)
+    write_jsonl(labelled, out / f"{task}_ai_labels.jsonl")
+    agreement = label_agreement(labelled)
+    print(json.dumps(agreement, indent=1))
+    return _write(out, {"agreement": agreement, "n_pairs": len(labelled)})
+
+
+def eval_stage(task: str, profile: Profile, out: Path) -> dict:
+    """Gold win rates against SFT and an arena leaderboard over base, SFT and DPO."""
+    from rlhf_mini import zoo
+    from rlhf_mini.dpo import dpo_policy
+    from rlhf_mini.eval import arena_leaderboard, gold_battles, gold_win_rate
+    from rlhf_mini.sampling import generate
+    from rlhf_mini.sft import sft_policy
+    from rlhf_mini.worlds import get_world
+
+    world = get_world(task)
+    prompts = world.prompts(profile.n_eval_prompts, seed=0, split="test")
+    policies = {"base": zoo.base_model(profile), "sft": sft_policy(task, profile),
+                "dpo": dpo_policy(task, profile)}
+    responses = {}
+    for name, (model, tokenizer) in policies.items():
+        responses[name] = generate(model, tokenizer, [world.format_prompt(p) for p in prompts],
+                                   max_new_tokens=profile.max_new_tokens, seed=1).responses
+    win_rates = {name: gold_win_rate(world, prompts, responses[name], responses["sft"])
+                 for name in responses if name != "sft"}
+    board = arena_leaderboard(gold_battles(world, prompts, responses), list(responses))
+    print(board.to_string(index=False))
+    return _write(out, {"win_rate_vs_sft": win_rates, "leaderboard": board.to_dict(orient="records")})
+
+
+def run(stage: str, task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:
+    if stage == "bon":
+        return best_of_n_stage(task, profile, out, args.n)
+    if stage == "rs":
+        return rejection_sampling_stage(task, profile, out)
+    if stage == "rlaif":
+        return rlaif_stage(task, profile, out)
+    if stage == "eval":
+        return eval_stage(task, profile, out)
+    raise ValueError(f"unknown stage {stage!r}")

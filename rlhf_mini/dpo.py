@@ -1,0 +1,455 @@
+"""Direct Preference Optimisation (DPO): RLHF's objective without the RL (Rafailov et al. 2023).
+
+The KL-regularised objective of RLHF,
+
+    max_π  E_{x, y~π}[r(x, y)] − β KL(π(·|x) ‖ π_ref(·|x)),
+
+has the closed-form optimum π*(y|x) = π_ref(y|x) exp(r(x, y)/β) / Z(x). Inverting it, every reward
+is r(x, y) = β log π*(y|x)/π_ref(y|x) + β log Z(x), and the intractable Z(x) cancels in the
+Bradley–Terry probability of a comparison, which depends on reward differences only. Fitting the
+*policy* by maximum likelihood on the preferences (y_c ≻ y_r) gives the DPO loss (eq. 7):
+
+    L(θ) = −E log σ( β [log π_θ(y_c|x)/π_ref(y_c|x) − log π_θ(y_r|x)/π_ref(y_r|x)] )
+
+``losses.dpo_loss`` computes it (and the IPO and hinge variants); this file is the training loop:
+
+* the reference log-probabilities log π_ref(y|x) are computed ONCE over the whole dataset before
+  training (π_ref is frozen, so recomputing them each step would only cost time); they are kept in
+  ``DPOResult.ref_logps`` and in every checkpoint;
+* each step encodes a minibatch of (prompt, chosen) and (prompt, rejected) rows, sums the policy's
+  log-probs over the response tokens (EOS included) with ``logprobs.sequence_logprobs``; for IPO the
+  sums are divided by the number of response tokens (length-averaged, as the IPO authors do);
+* the implicit rewards β log π_θ/π_ref are logged with TRL's names: ``rewards/chosen``,
+  ``rewards/rejected``, ``rewards/accuracies`` (fraction with chosen > rejected), ``rewards/margins``,
+  and ``logps/chosen``, ``logps/rejected`` (the policy's summed log-probs);
+* dropout must be off (``models.make_config`` does it): at step 0, with π_θ = π_ref, every
+  per-pair loss is then exactly ln 2.
+
+Nothing in the loss stops the chosen log-prob from falling: only the *difference* of log-ratios is
+pushed up, and with two similar answers the cheapest way is often to push both down, the rejected
+one faster. ``rewards/chosen`` below zero with growing ``rewards/margins`` is the symptom.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_mini.batch import TokenBatch, check_tokenizer, encode_pairs
+from rlhf_mini.config import Profile, get_device, get_profile
+from rlhf_mini.logprobs import sequence_logprobs
+from rlhf_mini.losses import DPO_LOSS_TYPES, dpo_loss
+
+TRAINER_STATE = "trainer_state.pt"
+REF_LOGPS = "ref_logps.pt"
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation on (prompt, chosen, rejected) triples."""
+
+    beta: float = 0.5
+    """β: the KL strength. 0.1 (the paper's default) over-optimises this small model (KL of tens of
+    nats, word salad); 0.5 keeps it near the reference and still learns the preferences"""
+    loss_type: str = "sigmoid"
+    """``sigmoid`` (DPO), ``ipo`` (squared loss on length-averaged log-ratios) or ``hinge`` (SLiC)"""
+    label_smoothing: float = 0.0
+    """ε of conservative DPO: labels are assumed flipped with probability ε (sigmoid only)"""
+    lr: float = 3e-4
+    """peak AdamW learning rate"""
+    steps: int = 150
+    """optimizer steps (one minibatch each)"""
+    batch_size: int = 32
+    """preference pairs per minibatch"""
+    warmup_steps: int = 10
+    """steps of linear learning-rate warm-up from 0, then constant (as in the DPO paper)"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    max_grad_norm: float = 1.0
+    """clip the global gradient norm to this value"""
+    max_length: int = 128
+    """longest prompt + response in tokens (the prompt is cut from the left first)"""
+    ref_batch_size: int = 128
+    """pairs per forward pass when precomputing the reference log-probs"""
+    seed: int = 0
+    """seeds the minibatch order"""
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **changes: Any) -> DPOConfig:
+        """Steps, batch size and context length read from the profile; any field overridable."""
+        values = {"steps": profile.dpo_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
+        values.update(changes)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {', '.join(DPO_LOSS_TYPES)}")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing <= 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5], got {self.label_smoothing}")
+        if self.label_smoothing > 0 and self.loss_type != "sigmoid":
+            raise ValueError("label_smoothing applies only to loss_type='sigmoid'")
+        if self.steps < 1 or self.batch_size < 1 or self.ref_batch_size < 1:
+            raise ValueError("steps, batch_size and ref_batch_size must be >= 1")
+
+
+@dataclass
+class DPOResult:
+    policy: Any
+    """the trained policy (trained in place)"""
+    metrics: list[dict[str, Any]]
+    """one dict per step (TRL names), so ``pandas.DataFrame(metrics)`` plots"""
+    ref_logps: dict[str, torch.Tensor] = field(default_factory=dict)
+    """``chosen``/``rejected``: [N] summed reference log-probs; ``chosen_tokens``/``rejected_tokens``: [N]"""
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def check_pairs(pairs: Any) -> list[dict[str, str]]:
+    """Validate preference pairs (a list of dicts or a ``datasets.Dataset``) and return plain dicts."""
+    rows = [dict(r) for r in pairs] if not isinstance(pairs, list) else pairs
+    if not rows:
+        raise ValueError("no preference pairs given: pass records with 'prompt', 'chosen' and 'rejected'")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"preference pair {i}: expected a dict, got {type(row).__name__}")
+        for key in ("prompt", "chosen", "rejected"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"preference pair {i}: field '{key}' is missing or not a string")
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+
+
+def encode_preference_batch(tokenizer: PreTrainedTokenizerBase, world, pairs: list[dict[str, str]],
+                            max_length: int) -> TokenBatch:
+    """One batch of 2B rows: the B (prompt, chosen) rows, then the B (prompt, rejected) rows."""
+    prompts = [world.format_prompt(p["prompt"]) for p in pairs]
+    responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    return encode_pairs(tokenizer, prompts + prompts, responses, max_length, add_eos=True)
+
+
+def _logps(model, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs [2B] and the number of response tokens [2B]."""
+    summed = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+    return summed, batch.response_mask.sum(1).to(summed.dtype)
+
+
+@torch.no_grad()
+def precompute_ref_logps(ref_policy, tokenizer, world, pairs: list[dict[str, str]], max_length: int,
+                         batch_size: int = 128, progress: bool = True) -> dict[str, torch.Tensor]:
+    """log π_ref of every chosen and rejected response in the dataset, in one pass."""
+    device = next(ref_policy.parameters()).device
+    was_training = ref_policy.training
+    ref_policy.eval()
+    out: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": [], "chosen_tokens": [], "rejected_tokens": []}
+    starts = range(0, len(pairs), batch_size)
+    for start in tqdm(starts, desc="reference log-probs", disable=not progress, leave=False):
+        chunk = pairs[start:start + batch_size]
+        summed, tokens = _logps(ref_policy, encode_preference_batch(tokenizer, world, chunk, max_length).to(device))
+        b = len(chunk)
+        out["chosen"].append(summed[:b].float().cpu())
+        out["rejected"].append(summed[b:].float().cpu())
+        out["chosen_tokens"].append(tokens[:b].float().cpu())
+        out["rejected_tokens"].append(tokens[b:].float().cpu())
+    ref_policy.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """The pair indices of minibatch ``step``: a fresh permutation each epoch.
+
+    A pure function of (step, seed), so a resumed run sees exactly the minibatches it would have.
+    """
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm if n < batch_size else perm[k * batch_size:(k + 1) * batch_size]
+
+
+def lr_at(step: int, config: DPOConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
+    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+# --------------------------------------------------------------------------------------------
+# One step's loss and statistics
+# --------------------------------------------------------------------------------------------
+
+
+def dpo_batch_loss(config: DPOConfig, policy, batch: TokenBatch, ref: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The mean DPO loss of one batch and its TRL-named statistics.
+
+    ``ref`` holds this batch's precomputed ``chosen``, ``rejected`` (and token counts), ``[B]`` each.
+    """
+    summed, tokens = _logps(policy, batch)
+    b = summed.shape[0] // 2
+    device = summed.device
+    policy_c, policy_r = summed[:b], summed[b:]
+    ref_c, ref_r = ref["chosen"].to(device), ref["rejected"].to(device)
+    if config.loss_type == "ipo":  # IPO works on per-token (length-averaged) log-probs
+        policy_c, policy_r = policy_c / tokens[:b], policy_r / tokens[b:]
+        ref_c, ref_r = ref_c / ref["chosen_tokens"].to(device), ref_r / ref["rejected_tokens"].to(device)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        policy_c, policy_r, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
+        label_smoothing=config.label_smoothing)
+    loss = losses.mean()
+    stats = {
+        "loss": float(loss.detach()),
+        "rewards/chosen": float(chosen_rewards.mean()),
+        "rewards/rejected": float(rejected_rewards.mean()),
+        "rewards/accuracies": float((chosen_rewards > rejected_rewards).float().mean()),
+        "rewards/margins": float((chosen_rewards - rejected_rewards).mean()),
+        "logps/chosen": float(summed[:b].detach().mean()),
+        "logps/rejected": float(summed[b:].detach().mean()),
+    }
+    return loss, stats
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(folder: str | Path, policy, tokenizer, optimizer: torch.optim.Optimizer, step: int,
+                    metrics: list[dict[str, Any]], config: DPOConfig,
+                    ref_logps: dict[str, torch.Tensor]) -> Path:
+    """Write the policy, tokenizer, trainer state (optimizer, step, metrics, RNG) and reference log-probs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
+                "config": asdict(config), "torch_rng": torch.get_rng_state()}, folder / TRAINER_STATE)
+    torch.save(ref_logps, folder / REF_LOGPS)
+    return folder
+
+
+def load_dpo_checkpoint(folder: str | Path):
+    """``(policy, tokenizer)`` from a DPO checkpoint or a finished DPO artifact folder."""
+    from rlhf_mini.models import load_pretrained
+
+    model, tokenizer = load_pretrained(folder)
+    return model.to(get_device()).eval(), tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+
+
+def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokenizerBase, pairs: Any, world, *,
+              checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+              resume_from: str | Path | None = None, ref_logps: dict[str, torch.Tensor] | None = None,
+              progress: bool = True) -> DPOResult:
+    """Train ``policy`` with the DPO loss on ``pairs`` (raw prompts; ``world.format_prompt`` is applied).
+
+    ``ref_policy`` is only used once, before the first step, to precompute the reference log-probs
+    (a resumed run reads them from the checkpoint instead; runs that share a reference and a dataset,
+    such as a β sweep, can pass the ``ref_logps`` of an earlier ``DPOResult``). Returns the policy
+    (trained in place), the per-step metrics and the reference log-probs.
+    """
+    pairs = check_pairs(pairs)
+    check_tokenizer(tokenizer)
+    if policy is ref_policy:
+        raise ValueError("policy and ref_policy are the same object: pass models.reference_copy(policy)")
+    device = next(policy.parameters()).device
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start, metrics = 0, []
+    if resume_from is not None:
+        resume_from = Path(resume_from)
+        if not (resume_from / TRAINER_STATE).is_file():
+            raise ValueError(f"{resume_from}: not a DPO checkpoint folder (no {TRAINER_STATE})")
+        state = torch.load(resume_from / TRAINER_STATE, weights_only=False)
+        from transformers import AutoModelForCausalLM
+
+        policy.load_state_dict(AutoModelForCausalLM.from_pretrained(str(resume_from)).state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start, metrics = state["step"], list(state["metrics"])
+        ref_logps = torch.load(resume_from / REF_LOGPS)
+        if ref_logps["chosen"].shape[0] != len(pairs):
+            raise ValueError(f"{resume_from}: the checkpoint's reference log-probs cover "
+                             f"{ref_logps['chosen'].shape[0]} pairs, but {len(pairs)} pairs were given")
+    elif ref_logps is not None:
+        if set(ref_logps) != {"chosen", "rejected", "chosen_tokens", "rejected_tokens"} or \
+                any(v.shape != (len(pairs),) for v in ref_logps.values()):
+            raise ValueError(f"ref_logps must hold 'chosen', 'rejected', 'chosen_tokens', 'rejected_tokens' "
+                             f"of shape ({len(pairs)},), one entry per pair")
+    else:
+        ref_logps = precompute_ref_logps(ref_policy, tokenizer, world, pairs, config.max_length,
+                                         config.ref_batch_size, progress)
+    policy.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, config.steps), desc=f"DPO ({config.loss_type}, β={config.beta})",
+               disable=not progress, leave=False)
+    for step in bar:
+        idx = batch_indices(step, len(pairs), config.batch_size, config.seed)
+        batch = encode_preference_batch(tokenizer, world, [pairs[i] for i in idx], config.max_length).to(device)
+        ref = {k: v[torch.as_tensor(idx)] for k, v in ref_logps.items()}
+        lr = lr_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss, stats = dpo_batch_loss(config, policy, batch, ref)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+        optimizer.step()
+        metrics.append({"step": step + 1, **stats, "lr": lr, "grad_norm": float(grad_norm),
+                        "epoch": (step + 1) * config.batch_size / len(pairs),
+                        "elapsed": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['rewards/accuracies']:.2f}")
+        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", policy, tokenizer, optimizer,
+                            step + 1, metrics, config, ref_logps)
+    policy.eval()
+    return DPOResult(policy, metrics, ref_logps)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: gold reward and KL from the reference (win rates: ``rlhf_mini.eval.gold_win_rate``)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_policy(policy, ref_policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32,
+                    temperature: float = 1.0, batch_size: int = 128, seed: int = 0,
+                    progress: bool = False) -> dict[str, Any]:
+    """Sample one response per prompt from ``policy`` and measure it.
+
+    Returns ``gold`` (mean gold reward), ``kl`` (mean of log π(y|x) − log π_ref(y|x) over the
+    samples: an unbiased estimate of the sequence-level KL(π ‖ π_ref) in nats), ``length`` (mean
+    response tokens), ``truncated`` (fraction without EOS), plus the ``responses`` and the per-sample
+    ``gold_rewards`` and ``kls``.
+    """
+    from rlhf_mini.sampling import generate
+
+    formatted = [world.format_prompt(p) for p in prompts]
+    gen = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
+                   batch_size=batch_size, seed=seed, progress=progress)
+    device = next(policy.parameters()).device
+    kls = []
+    for start in range(0, len(prompts), batch_size):
+        b = TokenBatch(*(t[start:start + batch_size] for t in
+                         (gen.batch.input_ids, gen.batch.attention_mask, gen.batch.response_mask))).to(device)
+        if not bool(b.response_mask.any()):
+            kls.append(torch.zeros(len(b)))
+            continue
+        lp = sequence_logprobs(policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
+        lr = sequence_logprobs(ref_policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
+        kls.append((lp - lr).float().cpu())
+    kl = torch.cat(kls).numpy()
+    gold = world.gold_rewards(list(prompts), gen.responses)
+    return {"gold": float(gold.mean()), "kl": float(kl.mean()),
+            "length": float(gen.batch.response_mask.sum(1).float().mean()),
+            "truncated": float(gen.truncated.float().mean()),
+            "responses": gen.responses, "gold_rewards": gold, "kls": kl}
+
+
+# --------------------------------------------------------------------------------------------
+# The zoo artifact
+# --------------------------------------------------------------------------------------------
+
+
+def preference_pairs(task: str, n: int, split: str = "train") -> list[dict[str, str]]:
+    """The first ``n`` shipped gold-labelled pairs of ``task`` (generated when no file ships).
+
+    Their responses come from the world's own writers, not from the SFT policy: off-policy data.
+    """
+    from rlhf_mini.data import DATA_DIR, load_preferences, make_preference_pairs
+    from rlhf_mini.worlds import get_world
+
+    path = DATA_DIR / f"{task}_prefs_{split}.jsonl"
+    if path.is_file():
+        rows = check_pairs(load_preferences(path))
+    else:
+        rows = check_pairs(make_preference_pairs(get_world(task), n, seed=0, split=split))
+    return rows[:n]
+
+
+def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32, seed: int = 0,
+                    temperature: float = 1.0) -> list[dict[str, Any]]:
+    """Two samples of ``policy`` per prompt, labelled by the gold reward (the higher one is chosen).
+
+    Pairs whose two responses tie on gold (identical answers included) carry no preference and are
+    dropped, so fewer than ``len(prompts)`` pairs come back. This is the data the DPO paper's
+    experiments use: preferences over the reference policy's own samples. Off-policy pairs (the
+    shipped files) move the policy on text it would rarely write, and help much less here.
+    """
+    from rlhf_mini.sampling import generate
+
+    formatted = [world.format_prompt(p) for p in prompts for _ in range(2)]
+    responses = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
+                         batch_size=256, seed=seed, progress=False).responses
+    gold = world.gold_rewards([p for p in prompts for _ in range(2)], responses).reshape(-1, 2)
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        a, b = responses[2 * i], responses[2 * i + 1]
+        if gold[i, 0] == gold[i, 1]:
+            continue
+        first_wins = gold[i, 0] > gold[i, 1]
+        pairs.append({"prompt": prompt, "chosen": a if first_wins else b, "rejected": b if first_wins else a,
+                      "chosen_gold": float(gold[i].max()), "rejected_gold": float(gold[i].min())})
+    return pairs
+
+
+def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                    loss_type: str = "sigmoid") -> Path:
+    """The folder of the cached DPO policy (built from the SFT policy on first use)."""
+    from rlhf_mini import batch, logprobs, losses, models, sft, zoo
+    from rlhf_mini.worlds import get_world
+
+    profile = profile or get_profile()
+    config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type)
+    world = get_world(task)
+    sft_path = sft.sft_policy_path(task, profile)
+    # ~1,600 prompts on the cpu profile (as in the tuned recipe); ties are dropped, ~90 % remain
+    n_prompts = int(profile.n_preference_pairs * 0.8)
+
+    def build(folder: Path) -> None:
+        from rlhf_mini.models import reference_copy
+        from rlhf_mini.utils import set_seed
+
+        set_seed(config.seed)
+        policy, tok = sft.sft_policy(task, profile)
+        ref = reference_copy(policy)
+        prompts = world.prompts(n_prompts, seed=config.seed + 3, split="train")
+        pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens, seed=config.seed + 5)
+        result = train_dpo(config, policy, ref, tok, pairs, world)
+        result.policy.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics))
+
+    key = {"task": task, "sft": sft_path.name, "pairs": "on-policy, gold-labelled", "n_prompts": n_prompts,
+           "max_new_tokens": profile.max_new_tokens, **asdict(config)}
+    return zoo.cached(f"dpo-{task}-{profile.name}", key, [sys.modules[__name__], batch, logprobs, losses, models],
+                      build)
+
+
+def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+               loss_type: str = "sigmoid"):
+    """The DPO policy for ``task`` and its tokenizer (cached): the SFT policy trained with DPO on
+    gold-labelled pairs of its own samples (``on_policy_pairs``)."""
+    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type))
+
+
+def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                loss_type: str = "sigmoid") -> list[dict[str, Any]]:
+    """The per-step metrics of the cached DPO run."""
+    return json.loads((dpo_policy_path(task, profile, beta, loss_type) / "metrics.json").read_text())
+
+
+__all__ = ["DPOConfig", "DPOResult", "dpo_batch_loss", "dpo_metrics", "dpo_policy", "evaluate_policy",
+           "load_dpo_checkpoint", "on_policy_pairs", "precompute_ref_logps", "save_checkpoint", "train_dpo"]

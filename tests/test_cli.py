@@ -1,0 +1,46 @@
+"""`python -m rlhf_mini STAGE --out DIR` writes metrics.json and a loadable checkpoint.
+
+This trains the cpu profile's base model and SFT policy into the shared artifact cache when they are
+missing (about a minute on 2 cores); the notebooks then reuse them, so a test run pays once.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rlhf_mini.models import load_pretrained
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rlhf_mini", *args], capture_output=True, text=True)
+
+
+def test_sft_stage_writes_metrics_and_checkpoint(tmp_path):
+    out = tmp_path / "sft"
+    result = run_cli("sft", "--task", "assistant", "--profile", "cpu", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics) > 10 and "loss" in metrics[0]
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    model, tokenizer = load_pretrained(out)
+    assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
+
+
+def test_rlaif_stage_labels_with_the_judge(tmp_path):
+    result = run_cli("rlaif", "--task", "assistant", "--profile", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_pairs"] == 2000 and 0.5 < metrics["agreement"]["agreement"] < 1.0
+    assert (tmp_path / "assistant_ai_labels.jsonl").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sft", "--task", "chess", "--out", "x"], "--task must be one of"),
+    (["fly", "--out", "x"], "invalid choice"),
+    (["sft"], "the following arguments are required: --out"),
+])
+def test_bad_arguments_are_clear(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2 and message in result.stderr

@@ -1,0 +1,140 @@
+"""The DPO trainer: reference log-probs computed once, ln 2 at step 0, learning, resume, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhf_mini.dpo import DPOConfig, check_pairs, evaluate_policy, train_dpo
+from rlhf_mini.models import new_policy, reference_copy
+from rlhf_mini.worlds import get_world
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    from rlhf_mini.dpo import preference_pairs
+
+    return preference_pairs("sentiment", 32)
+
+
+def tiny_config(**changes):
+    values = dict(steps=4, batch_size=8, max_length=96, ref_batch_size=16, lr=1e-3, warmup_steps=1)
+    values.update(changes)
+    return DPOConfig(**values)
+
+
+def count_forwards(model):
+    counter = {"n": 0}
+    model.transformer.register_forward_hook(lambda *_: counter.__setitem__("n", counter["n"] + 1))
+    return counter
+
+
+def test_reference_logps_are_computed_once(tiny_policy, tiny_tokenizer, pairs):
+    ref = reference_copy(tiny_policy)
+    counter = count_forwards(ref)
+    result = train_dpo(tiny_config(steps=5), tiny_policy, ref, tiny_tokenizer, pairs, get_world("sentiment"),
+                       progress=False)
+    assert counter["n"] == math.ceil(len(pairs) / 16)  # one pass over the dataset, none per step
+    assert result.ref_logps["chosen"].shape == (len(pairs),)
+    assert len(result.metrics) == 5
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                "logps/chosen", "logps/rejected"):
+        assert key in result.metrics[0]
+    # a second run on the same data can reuse them: the reference model is not called again
+    again = train_dpo(tiny_config(steps=1), reference_copy(tiny_policy).requires_grad_(True), ref, tiny_tokenizer,
+                      pairs, get_world("sentiment"), ref_logps=result.ref_logps, progress=False)
+    assert counter["n"] == math.ceil(len(pairs) / 16)
+    assert again.ref_logps is result.ref_logps
+    with pytest.raises(ValueError, match="one entry per pair"):
+        train_dpo(tiny_config(steps=1), tiny_policy, ref, tiny_tokenizer, pairs[:8], get_world("sentiment"),
+                  ref_logps=result.ref_logps, progress=False)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+def test_step0_loss_with_policy_equal_to_reference(tiny_policy, tiny_tokenizer, pairs, loss_type):
+    ref = reference_copy(tiny_policy)
+    beta = 0.5
+    result = train_dpo(tiny_config(steps=1, loss_type=loss_type, beta=beta), tiny_policy, ref, tiny_tokenizer,
+                       pairs, get_world("sentiment"), progress=False)
+    first = result.metrics[0]
+    expected = {"sigmoid": math.log(2), "ipo": (1 / (2 * beta)) ** 2, "hinge": 1.0}[loss_type]
+    assert first["loss"] == pytest.approx(expected, abs=1e-5)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_few_steps_raise_the_margins(tiny_profile, tiny_tokenizer, pairs):
+    policy = new_policy(tiny_profile, tiny_tokenizer, seed=0)
+    ref = reference_copy(policy)
+    result = train_dpo(tiny_config(steps=24, batch_size=16, lr=3e-3, beta=0.5), policy, ref, tiny_tokenizer,
+                       pairs, get_world("sentiment"), progress=False)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["rewards/margins"] > first["rewards/margins"] + 0.5
+    assert last["rewards/accuracies"] >= 0.75
+    assert last["loss"] < math.log(2) - 0.1
+
+
+def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, pairs, tmp_path):
+    world = get_world("sentiment")
+    config = tiny_config(steps=4)
+    policy = new_policy(tiny_profile, tiny_tokenizer, seed=0)
+    full = train_dpo(config, policy, reference_copy(policy), tiny_tokenizer, pairs, world,
+                     checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)
+    fresh = new_policy(tiny_profile, tiny_tokenizer, seed=1)  # different weights: resume must overwrite them
+    ref = reference_copy(fresh)
+    counter = count_forwards(ref)
+    resumed = train_dpo(config, fresh, ref, tiny_tokenizer, pairs, world, resume_from=tmp_path / "step-2",
+                        progress=False)
+    assert counter["n"] == 0  # the reference log-probs come from the checkpoint
+    assert len(resumed.metrics) == 4
+    for a, b in zip(full.metrics[2:], resumed.metrics[2:]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    torch.testing.assert_close(full.ref_logps["chosen"], resumed.ref_logps["chosen"])
+
+
+def test_bad_input_raises(tiny_policy, tiny_tokenizer, pairs, tmp_path):
+    world = get_world("sentiment")
+    ref = reference_copy(tiny_policy)
+    with pytest.raises(ValueError, match="field 'rejected'"):
+        check_pairs([{"prompt": "p", "chosen": "c"}])
+    with pytest.raises(ValueError, match="no preference pairs"):
+        train_dpo(tiny_config(), tiny_policy, ref, tiny_tokenizer, [], world, progress=False)
+    with pytest.raises(ValueError, match="same object"):
+        train_dpo(tiny_config(), tiny_policy, tiny_policy, tiny_tokenizer, pairs, world, progress=False)
+    with pytest.raises(ValueError, match="not a DPO checkpoint"):
+        train_dpo(tiny_config(), tiny_policy, ref, tiny_tokenizer, pairs, world, resume_from=tmp_path,
+                  progress=False)
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig(loss_type="kto")
+    with pytest.raises(ValueError, match="beta"):
+        DPOConfig(beta=0.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOConfig(loss_type="ipo", label_smoothing=0.1)
+
+
+def test_evaluate_policy_kl_is_zero_against_itself(tiny_policy, tiny_tokenizer):
+    world = get_world("sentiment")
+    prompts = world.prompts(4, seed=0)
+    ev = evaluate_policy(tiny_policy, reference_copy(tiny_policy), tiny_tokenizer, world, prompts,
+                         max_new_tokens=8)
+    assert ev["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert len(ev["responses"]) == 4 and ev["gold_rewards"].shape == (4,)
+
+
+def test_on_policy_pairs_prefer_the_higher_gold(tiny_policy, tiny_tokenizer):
+    from rlhf_mini.dpo import on_policy_pairs
+
+    class LengthWorld(type(get_world("sentiment"))):
+        # random tiny models write gibberish that the real gold scores alike; length differs
+        def gold_reward(self, prompt, response):
+            return float(len(response))
+
+    world = LengthWorld()
+    prompts = world.prompts(12, seed=0)
+    pairs = on_policy_pairs(tiny_policy, tiny_tokenizer, world, prompts, max_new_tokens=10, seed=0)
+    assert 0 < len(pairs) <= 12
+    for p in pairs:
+        assert p["chosen_gold"] > p["rejected_gold"]
+        assert world.gold_reward(p["prompt"], p["chosen"]) == pytest.approx(p["chosen_gold"])
+    check_pairs(pairs)
