@@ -1,0 +1,430 @@
+"""KL-regularised PPO for language models, in one file (Ziegler et al. 2019; Ouyang et al. 2022).
+
+The objective, for prompts x and responses y ~ π_θ(·|x):
+
+    maximise  J(θ) = E_x E_{y~π_θ} [ r(x, y) ] − β · KL(π_θ(·|x) ‖ π_ref(·|x))
+
+with r the learned reward model (RM) and π_ref the frozen SFT policy. PPO treats each response
+token as an action and spreads the objective over tokens (lm-human-preferences' recipe):
+
+    r_t = −β · (log π_θ(y_t | x, y_<t) − log π_ref(y_t | x, y_<t))    every response token t
+    r_T += score(x, y)                                                 the last response token
+
+then estimates advantages with GAE (γ = 1, λ = 0.95),
+
+    δ_t = r_t + γ V(s_{t+1}) − V(s_t),    A_t = Σ_l (γλ)^l δ_{t+l},    R_t = A_t + V(s_t)
+
+and maximises the clipped surrogate  E_t[min(ρ_t A_t, clip(ρ_t, 1 ± ε) A_t)],  ρ_t = π_θ/π_old,
+together with a clipped value loss on R_t. Each iteration: sample a rollout, score it, compute
+per-token rewards and advantages, then run ``ppo_epochs`` passes over shuffled minibatches.
+
+Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO"):
+
+* Sampling and scoring use the same temperature: every log-prob (policy, old, reference) comes
+  from logits / τ, so ρ and the KL are measured under the distribution that was sampled.
+* The value model is a separate ``ScalarHeadModel`` started from the reward model (the N+ details'
+  choice; a value head on the policy would couple the two losses through a shared body). The
+  value of the state before token t is read at position t − 1.
+* Reward normalisation: the RM score is affinely rescaled so that samples from π_ref have mean 0
+  and standard deviation 1 (lm-human-preferences), measured once before training; the same
+  rescaling is folded into the value head so that initial values are on the new scale.
+* A response that hits ``max_new_tokens`` without EOS has ``missing_eos_penalty`` subtracted
+  from its score: the RM never saw a cut-off answer, so its score on one means little.
+* Advantages are whitened per rollout; the KL coefficient β is fixed or adapted (Ziegler's
+  proportional controller).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlhf_mini.logprobs import token_logprobs
+from rlhf_mini.losses import (
+    KL_ESTIMATORS,
+    compute_gae,
+    kl_penalty,
+    masked_mean,
+    masked_var,
+    ppo_policy_loss,
+    ppo_value_loss,
+    whiten,
+)
+from rlhf_mini.models import ScalarHeadModel
+from rlhf_mini.sampling import generate
+
+ScoreFn = Callable[[list[str], list[str]], np.ndarray]
+
+
+@dataclass
+class PPOConfig:
+    """Every knob of the PPO trainer; the defaults suit the cpu profile's tiny GPT-2."""
+
+    learning_rate: float = 1e-4
+    """Adam step size for policy and value model"""
+    rollout_batch: int = 64
+    """prompts sampled (one response each) per iteration"""
+    mini_batch: int = 16
+    """rollout rows per gradient step"""
+    ppo_epochs: int = 4
+    """passes over each rollout"""
+    clip_range: float = 0.2
+    """ε of the clipped surrogate: ρ is clipped to [1 − ε, 1 + ε]"""
+    clip_range_value: float = 0.2
+    """the value prediction may move at most this far from the rollout's value"""
+    vf_coef: float = 0.1
+    """weight of the value loss in the total loss"""
+    gamma: float = 1.0
+    """discount (1: the score at the end counts fully for every token)"""
+    lam: float = 0.95
+    """GAE λ: bias–variance trade-off of the advantage estimate"""
+    temperature: float = 1.0
+    """sampling temperature, also used for every log-prob"""
+    max_new_tokens: int = 32
+    """response length limit"""
+    kl_coef: float = 0.05
+    """β: weight of the per-token KL penalty (initial value when adaptive)"""
+    adaptive_kl: bool = False
+    """adapt β so that the KL per response tracks ``target_kl`` (Ziegler et al. 2019)"""
+    target_kl: float = 6.0
+    """target KL(π ‖ π_ref) per response, in nats (adaptive only)"""
+    kl_horizon: int = 10_000
+    """samples over which the controller closes the gap (adaptive only)"""
+    kl_estimator: str = "k1"
+    """per-token KL estimator in the reward: k1, k2, k3 or abs (``losses.kl_penalty``)"""
+    whiten_rewards: bool = True
+    """rescale RM scores so that reference samples have mean 0, std 1"""
+    norm_samples: int = 256
+    """reference samples used to measure the RM's mean and std"""
+    whiten_advantages: bool = True
+    """normalise advantages to mean 0, std 1 per rollout"""
+    missing_eos_penalty: float | None = 1.0
+    """subtracted from the score of a response without EOS (None: off)"""
+    max_grad_norm: float = 1.0
+    """global gradient-norm clip"""
+    seed: int = 0
+    """seeds prompt choice, sampling and minibatch order (per iteration)"""
+    n_iterations: int = 60
+    """number of rollout + update iterations"""
+
+    @classmethod
+    def from_profile(cls, profile, **overrides: object) -> PPOConfig:
+        """Sizes from a ``Profile`` (rollout batch, iterations, response length), then overrides."""
+        base = dict(rollout_batch=profile.rollout_batch, mini_batch=max(1, profile.rollout_batch // 4),
+                    n_iterations=profile.rl_steps, max_new_tokens=profile.max_new_tokens)
+        return cls(**{**base, **overrides})
+
+    def validate(self) -> None:
+        for name in ("learning_rate", "rollout_batch", "mini_batch", "ppo_epochs", "clip_range",
+                     "clip_range_value", "temperature", "max_new_tokens", "kl_horizon", "target_kl"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.rollout_batch % self.mini_batch:
+            raise ValueError(f"PPOConfig.mini_batch ({self.mini_batch}) must divide "
+                             f"rollout_batch ({self.rollout_batch})")
+        if self.kl_coef < 0:
+            raise ValueError(f"PPOConfig.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"PPOConfig.kl_estimator must be one of {KL_ESTIMATORS}, "
+                             f"got {self.kl_estimator!r}")
+
+
+class FixedKLController:
+    """β stays where it starts."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+class AdaptiveKLController:
+    """Ziegler et al. (2019): β ← β · (1 + clip(KL/target − 1, −0.2, 0.2) · n / horizon).
+
+    Too much KL raises β, too little lowers it; the clip bounds each move to ±20% · n / horizon.
+    """
+
+    def __init__(self, kl_coef: float, target: float, horizon: int) -> None:
+        self.value, self.target, self.horizon = kl_coef, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, response_mask: torch.Tensor,
+                      kl_coef: float) -> torch.Tensor:
+    """r_t = −β·kl_t on response tokens, plus the score on each row's last response token."""
+    mask = response_mask.bool()
+    if bool((mask.sum(1) == 0).any()):
+        raise ValueError("a rollout row has no response token")
+    rewards = torch.where(mask, -kl_coef * kl, torch.zeros_like(kl))
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask.long() * positions).argmax(1)
+    rewards[torch.arange(len(last)), last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def state_values(value_model: ScalarHeadModel, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> torch.Tensor:
+    """V(s_t) for the state before token t: the value model's output at position t − 1."""
+    out = value_model(input_ids, attention_mask)
+    return torch.cat([out.new_zeros(out.shape[0], 1), out[:, :-1]], dim=1)
+
+
+def value_model_from_reward_model(reward_model: ScalarHeadModel) -> ScalarHeadModel:
+    """A trainable copy of the reward model, to serve as the value model (N+ details)."""
+    value = copy.deepcopy(reward_model)
+    for p in value.parameters():
+        p.requires_grad_(True)
+    return value.train()
+
+
+def default_score_fn(reward_model, tokenizer, world) -> ScoreFn:
+    """Score raw prompts + decoded responses exactly as the reward model was trained to see them."""
+    from rlhf_mini.reward import score_texts
+
+    return lambda prompts, responses: score_texts(reward_model, tokenizer, world, prompts, responses)
+
+
+def _rng_for(seed: int, iteration: int) -> tuple[np.random.Generator, torch.Generator, int]:
+    """Everything random in an iteration derives from (seed, iteration), so resuming replays it."""
+    rng = np.random.default_rng([seed, iteration])
+    sample_seed = int(rng.integers(1 << 31))
+    return rng, torch.Generator().manual_seed(int(rng.integers(1 << 31))), sample_seed
+
+
+def _checked_scores(score_fn: ScoreFn, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    scores = torch.as_tensor(np.asarray(score_fn(prompts, responses), dtype=np.float32))
+    if scores.shape != (len(prompts),):
+        raise ValueError(f"the reward function returned shape {tuple(scores.shape)}, "
+                         f"expected ({len(prompts)},)")
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(f"the reward model returned {int((~torch.isfinite(scores)).sum())} "
+                         "NaN or inf score(s)")
+    return scores
+
+
+def save_checkpoint(folder: str | Path, policy, value_model, optimizer, state: dict) -> Path:
+    """Policy and value model via ``save_pretrained``, plus optimizer, controller, RNG and step."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(folder / "policy")
+    value_model.save_pretrained(folder / "value")
+    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), **state},
+               folder / "trainer_state.pt")
+    return folder
+
+
+def load_checkpoint(folder: str | Path, policy, value_model, optimizer=None) -> dict:
+    """Load a checkpoint's weights into ``policy``/``value_model`` (and ``optimizer``); return its state."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "trainer_state.pt").exists():
+        raise ValueError(f"{folder} is not a PPO checkpoint (no trainer_state.pt)")
+    policy.load_state_dict(AutoModelForCausalLM.from_pretrained(folder / "policy").state_dict())
+    value_model.load_state_dict(ScalarHeadModel.from_pretrained(folder / "value").state_dict())
+    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(state.pop("optimizer"))
+    torch.set_rng_state(state.pop("torch_rng"))
+    return state
+
+
+@torch.no_grad()
+def reward_normalisation(ref_policy, tokenizer, world, prompts: list[str], score_fn: ScoreFn,
+                         config: PPOConfig) -> tuple[float, float]:
+    """Mean and std of RM scores on reference samples (lm-human-preferences' reward gain/bias)."""
+    rng = np.random.default_rng([config.seed, 1 << 20])
+    chosen = [prompts[i] for i in rng.choice(len(prompts), size=config.norm_samples)]
+    gen = generate(ref_policy, tokenizer, [world.format_prompt(p) for p in chosen],
+                   max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                   batch_size=config.rollout_batch, seed=int(rng.integers(1 << 31)), progress=False)
+    scores = _checked_scores(score_fn, chosen, gen.responses)
+    return float(scores.mean()), float(scores.std().clamp(min=1e-6))
+
+
+def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, tokenizer, world,
+              prompts: list[str], *, score_fn: ScoreFn | None = None,
+              checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+              resume_from: str | Path | None = None, progress: bool = True):
+    """Train ``policy`` (and ``value_model``) in place with PPO; return ``(policy, metrics)``.
+
+    ``prompts`` are raw world prompts (formatted with ``world.format_prompt`` for sampling).
+    ``score_fn(prompts, responses) -> scores`` defaults to the reward model through
+    ``rlhf_mini.reward.score_texts``. With ``checkpoint_dir`` and ``checkpoint_every = k`` a
+    checkpoint is written after every k-th iteration to ``checkpoint_dir/iter_{k}``;
+    ``resume_from`` continues from one (same next-step loss as the uninterrupted run).
+    """
+    config.validate()
+    if not prompts:
+        raise ValueError("train_ppo got no prompts")
+    score_fn = score_fn or default_score_fn(reward_model, tokenizer, world)
+    device = next(policy.parameters()).device
+    ref_policy.eval()
+    params = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
+    kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+              if config.adaptive_kl else FixedKLController(config.kl_coef))
+    metrics: list[dict] = []
+    start = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, policy, value_model, optimizer)
+        start, kl_ctl.value, metrics = state["iteration"], state["kl_coef"], state["metrics"]
+        reward_mean, reward_std = state["reward_mean"], state["reward_std"]
+    elif config.whiten_rewards:
+        reward_mean, reward_std = reward_normalisation(ref_policy, tokenizer, world, prompts,
+                                                       score_fn, config)
+        with torch.no_grad():  # the value model starts from the RM: give it the same rescaling
+            value_model.head.weight /= reward_std
+            value_model.head.bias.sub_(reward_mean).div_(reward_std)
+    else:
+        reward_mean, reward_std = 0.0, 1.0
+
+    bar = tqdm(range(start, config.n_iterations), desc="ppo", disable=not progress)
+    for iteration in bar:
+        rng, shuffle_gen, sample_seed = _rng_for(config.seed, iteration)
+        # ---- rollout ------------------------------------------------------------------------
+        batch_prompts = [prompts[i] for i in rng.choice(len(prompts), size=config.rollout_batch)]
+        gen = generate(policy, tokenizer, [world.format_prompt(p) for p in batch_prompts],
+                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                       batch_size=config.rollout_batch, seed=sample_seed, progress=False)
+        batch = gen.batch.to(device)
+        ids, attn, mask = batch.input_ids, batch.attention_mask, batch.response_mask
+        policy.eval()
+        value_model.eval()
+        with torch.no_grad():
+            old_logprobs, entropy = token_logprobs(policy, ids, attn, temperature=config.temperature,
+                                                   return_entropy=True)
+            ref_logprobs = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
+            old_values = state_values(value_model, ids, attn)
+        raw_scores = _checked_scores(score_fn, batch_prompts, gen.responses).to(device)
+        scores = (raw_scores - reward_mean) / reward_std
+        truncated = gen.truncated.to(device)
+        if config.missing_eos_penalty is not None:
+            scores = torch.where(truncated, scores - config.missing_eos_penalty, scores)
+        # ---- per-token rewards and advantages ----------------------------------------------
+        kl = torch.where(mask.bool(), kl_penalty(old_logprobs, ref_logprobs, config.kl_estimator),
+                         torch.zeros_like(old_logprobs))
+        beta = kl_ctl.value
+        rewards = per_token_rewards(kl, scores, mask, beta)
+        advantages, returns = compute_gae(rewards, old_values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        # ---- PPO epochs over minibatches -----------------------------------------------------
+        policy.train()
+        value_model.train()
+        stats: dict[str, list[float]] = {k: [] for k in ("loss/policy", "loss/value",
+                                                        "policy/clipfrac", "policy/approx_kl")}
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(config.rollout_batch, generator=shuffle_gen).to(device)
+            for mb in order.split(config.mini_batch):
+                m = mask[mb]
+                new_logprobs = token_logprobs(policy, ids[mb], attn[mb], temperature=config.temperature)
+                new_values = state_values(value_model, ids[mb], attn[mb])
+                pg_loss, pg_stats = ppo_policy_loss(new_logprobs, old_logprobs[mb], advantages[mb],
+                                                    m, config.clip_range)
+                vf_loss = ppo_value_loss(new_values, old_values[mb], returns[mb], m,
+                                         config.clip_range_value)
+                loss = pg_loss + config.vf_coef * vf_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
+                                   ("policy/clipfrac", pg_stats["clipfrac"]),
+                                   ("policy/approx_kl", pg_stats["approx_kl"])):
+                    stats[key].append(float(value.detach()))
+        # ---- logging and the KL controller ---------------------------------------------------
+        kl_per_response = kl.sum(1)
+        mean_kl = float(kl_per_response.mean())
+        kl_ctl.update(mean_kl, n_steps=config.rollout_batch)
+        explained = 1.0 - float(masked_var(returns - old_values, mask) /
+                                masked_var(returns, mask).clamp(min=1e-8))
+        row = {
+            "iteration": iteration + 1,
+            "objective/rlhf_reward": float((scores - beta * kl_per_response).mean()),
+            "objective/scores": float(scores.mean()),
+            "objective/raw_scores": float(raw_scores.mean()),
+            "objective/kl": mean_kl,
+            "objective/entropy": float(masked_mean(entropy, mask)),
+            "gold": float(world.gold_rewards(batch_prompts, gen.responses).mean()),
+            **{k: float(np.mean(v)) for k, v in stats.items()},
+            "val/explained_variance": explained,
+            "kl_coef": beta,
+            "eos_rate": 1.0 - float(truncated.float().mean()),
+            "response_length": float(mask.sum(1).float().mean()),
+        }
+        metrics.append(row)
+        bar.set_postfix(score=f"{row['objective/scores']:.2f}", gold=f"{row['gold']:.2f}",
+                        kl=f"{mean_kl:.2f}")
+        done = iteration + 1
+        if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
+            save_checkpoint(Path(checkpoint_dir) / f"iter_{done}", policy, value_model, optimizer,
+                            {"iteration": done, "kl_coef": kl_ctl.value, "metrics": list(metrics),
+                             "reward_mean": reward_mean, "reward_std": reward_std,
+                             "config": asdict(config)})
+    policy.eval()
+    return policy, metrics
+
+
+def ppo_policy(task: str = "assistant", profile=None, **overrides: object):
+    """The PPO-trained policy of ``task`` (cached): ``(GPT2LMHeadModel, tokenizer)``.
+
+    Starts from ``sft.sft_policy``, with the value model from ``reward.reward_model``;
+    ``overrides`` go to ``PPOConfig`` (e.g. ``kl_coef=0.1``). The metrics are in ``ppo_metrics``.
+    """
+    return _load_ppo(_ppo_path(task, profile, overrides))
+
+
+def ppo_metrics(task: str = "assistant", profile=None, **overrides: object) -> list[dict]:
+    """The per-iteration metrics of the cached run that ``ppo_policy`` returns."""
+    return json.loads((_ppo_path(task, profile, overrides) / "metrics.json").read_text())
+
+
+def _ppo_path(task: str, profile, overrides: dict) -> Path:
+    from rlhf_mini import batch, config, logprobs, losses, models, reward, sampling, sft, zoo
+    from rlhf_mini.worlds import get_world
+
+    profile = profile or config.get_profile()
+    unknown = set(overrides) - {f.name for f in fields(PPOConfig)}
+    if unknown:
+        raise ValueError(f"unknown PPOConfig field(s): {sorted(unknown)}")
+    ppo_config = PPOConfig.from_profile(profile, **overrides)
+
+    def build(folder: Path) -> None:
+        world = get_world(task)
+        policy, tokenizer = sft.sft_policy(task, profile)
+        rm, _ = reward.reward_model(task, profile)
+        value = value_model_from_reward_model(rm)
+        prompts = world.prompts(2_000, seed=ppo_config.seed, split="train")
+        ref = models.reference_copy(policy)
+        rm.eval()
+        policy, metrics = train_ppo(ppo_config, policy, ref, rm, value, tokenizer, world, prompts)
+        policy.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    upstream = {"sft": sft.sft_policy_path(task, profile).name,
+                "reward": reward.reward_model_path(task, profile).name}
+    keyed = {"task": task, "profile": vars(profile), "ppo": asdict(ppo_config), **upstream}
+    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling, sft, reward]
+    return zoo.cached(f"ppo-{task}-{profile.name}", keyed, modules, build)
+
+
+def _load_ppo(folder: Path):
+    from rlhf_mini.config import get_device
+    from rlhf_mini.models import load_pretrained
+
+    model, tok = load_pretrained(folder)
+    return model.to(get_device()).eval(), tok
