@@ -64,8 +64,9 @@ class DPOConfig:
     """``sigmoid`` (DPO), ``ipo`` (squared loss on length-averaged log-ratios) or ``hinge`` (SLiC)"""
     label_smoothing: float = 0.0
     """ε of conservative DPO: labels are assumed flipped with probability ε (sigmoid only)"""
-    lr: float = 3e-4
-    """peak AdamW learning rate"""
+    lr: float = 1e-4
+    """peak AdamW learning rate. On the assistant world's on-policy pairs, 3e-4 over-optimises by
+    150 steps (garbled sentences rise, the gold win rate over SFT fell to 0.56); 1e-4 held 0.64-0.69"""
     steps: int = 150
     """optimizer steps (one minibatch each)"""
     batch_size: int = 32
