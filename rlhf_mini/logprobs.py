@@ -31,10 +31,11 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from rlhf_mini.models import position_ids_from_mask
+
 __all__ = [
     "IMPLS",
     "linear_logprobs_reference",
-    "position_ids_from_attention_mask",
     "sequence_logprobs",
     "token_logprobs",
 ]
@@ -86,14 +87,6 @@ def linear_logprobs_reference(
 # --------------------------------------------------------------------------------------------
 
 
-def position_ids_from_attention_mask(attention_mask: Tensor) -> Tensor:
-    """Positions that count only real tokens: cumsum(mask) − 1, clamped at 0.
-
-    With left padding (``padding_side="left"``) the first real token must get position 0, as it
-    did when the sequence was sampled; the default ``arange(T)`` would shift every position.
-    """
-    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-
 
 def _check_inputs(
     input_ids: Tensor,
@@ -136,7 +129,7 @@ def _hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) 
     out = model.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=position_ids_from_attention_mask(attention_mask),
+        position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     )
     return out[0]
@@ -266,7 +259,7 @@ def token_logprobs(
         logits = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_attention_mask(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask),
             use_cache=False,
         ).logits
         logits = logits[:, :-1].float() / temperature

@@ -84,7 +84,11 @@ def new_policy(profile: Profile, tokenizer: PreTrainedTokenizerFast, seed: int =
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on each row's first real token, so left padding is harmless."""
+    """Positions that count only real tokens: cumsum(mask) − 1, clamped at 0.
+
+    With left padding the first real token must get position 0, as it did when the sequence was
+    sampled; the default ``arange(T)`` would shift every position.
+    """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 

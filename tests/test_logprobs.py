@@ -11,10 +11,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhf_mini.logprobs import (
     linear_logprobs_reference,
-    position_ids_from_attention_mask,
     sequence_logprobs,
     token_logprobs,
 )
+from rlhf_mini.models import position_ids_from_mask
 
 VOCAB = 97
 
@@ -57,10 +57,10 @@ def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_position_ids_from_attention_mask() -> None:
+def test_position_ids_from_mask() -> None:
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]])
     want = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]])
-    assert torch.equal(position_ids_from_attention_mask(mask), want)
+    assert torch.equal(position_ids_from_mask(mask), want)
 
 
 def test_off_by_one_against_manual_logits(model: GPT2LMHeadModel) -> None:
