@@ -41,7 +41,7 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
     new_tokens = torch.full((B, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
     new_mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
     cache = None
-    step_ids, step_mask = ids, mask
+    step_ids = ids
     for t in range(max_new_tokens):
         positions = position_ids_from_mask(mask if cache is None else torch.cat([mask, new_mask[:, :t]], 1))
         out = model(input_ids=step_ids, attention_mask=torch.cat([mask, new_mask[:, :t]], 1),

@@ -1,8 +1,9 @@
 """The two install routes (pip via pyproject.toml, conda via environment.yml) list the same pins."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
