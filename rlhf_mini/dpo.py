@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,13 +382,18 @@ def preference_pairs(task: str, n: int, split: str = "train") -> list[dict[str, 
 
 
 def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32, seed: int = 0,
-                    temperature: float = 1.0) -> list[dict[str, Any]]:
+                    temperature: float = 1.0, prefer: Callable[[str, str, str], bool] | None = None
+                    ) -> list[dict[str, Any]]:
     """Two samples of ``policy`` per prompt, labelled by the gold reward (the higher one is chosen).
 
     Pairs whose two responses tie on gold (identical answers included) carry no preference and are
     dropped, so fewer than ``len(prompts)`` pairs come back. This is the data the DPO paper's
     experiments use: preferences over the reference policy's own samples. Off-policy pairs (the
     shipped files) move the policy on text it would rarely write, and help much less here.
+
+    ``prefer(prompt, a, b) -> bool`` (True when ``a`` wins) replaces the gold labeler, e.g. an AI
+    judge's sampled verdict (RLAIF); then only identical responses are dropped, and the gold values
+    are kept in the records so that the labels can be checked against them.
     """
     from rlhf_mini.sampling import generate
 
@@ -398,45 +404,62 @@ def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tok
     pairs = []
     for i, prompt in enumerate(prompts):
         a, b = responses[2 * i], responses[2 * i + 1]
-        if gold[i, 0] == gold[i, 1]:
-            continue
-        first_wins = gold[i, 0] > gold[i, 1]
+        if prefer is None:
+            if gold[i, 0] == gold[i, 1]:
+                continue
+            first_wins = gold[i, 0] > gold[i, 1]
+        else:
+            if a == b:
+                continue
+            first_wins = bool(prefer(prompt, a, b))
         pairs.append({"prompt": prompt, "chosen": a if first_wins else b, "rejected": b if first_wins else a,
-                      "chosen_gold": float(gold[i].max()), "rejected_gold": float(gold[i].min())})
+                      "chosen_gold": float(gold[i, 0] if first_wins else gold[i, 1]),
+                      "rejected_gold": float(gold[i, 1] if first_wins else gold[i, 0])})
     return pairs
+
+
+def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompts: int,
+                        prefer: Callable[[str, str, str], bool] | None = None):
+    """The zoo's DPO recipe: from the SFT policy, on ``on_policy_pairs`` of ``n_prompts`` train prompts.
+
+    ``prefer`` labels the pairs (default: the gold reward). Returns ``(DPOResult, tokenizer, pairs)``.
+    """
+    from rlhf_mini import sft
+    from rlhf_mini.models import reference_copy
+    from rlhf_mini.utils import set_seed
+    from rlhf_mini.worlds import get_world
+
+    world = get_world(task)
+    set_seed(config.seed)
+    policy, tok = sft.sft_policy(task, profile)
+    ref = reference_copy(policy)
+    prompts = world.prompts(n_prompts, seed=config.seed + 3, split="train")
+    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens, seed=config.seed + 5,
+                            prefer=prefer)
+    return train_dpo(config, policy, ref, tok, pairs, world), tok, pairs
 
 
 def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
                     loss_type: str = "sigmoid") -> Path:
     """The folder of the cached DPO policy (built from the SFT policy on first use)."""
-    from rlhf_mini import batch, logprobs, losses, models, sft, zoo
-    from rlhf_mini.worlds import get_world
+    from rlhf_mini import batch, logprobs, losses, models, sampling, sft, zoo
 
     profile = profile or get_profile()
     config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type)
-    world = get_world(task)
     sft_path = sft.sft_policy_path(task, profile)
     # ~1,600 prompts on the cpu profile (as in the tuned recipe); ties are dropped, ~90 % remain
     n_prompts = int(profile.n_preference_pairs * 0.8)
 
     def build(folder: Path) -> None:
-        from rlhf_mini.models import reference_copy
-        from rlhf_mini.utils import set_seed
-
-        set_seed(config.seed)
-        policy, tok = sft.sft_policy(task, profile)
-        ref = reference_copy(policy)
-        prompts = world.prompts(n_prompts, seed=config.seed + 3, split="train")
-        pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens, seed=config.seed + 5)
-        result = train_dpo(config, policy, ref, tok, pairs, world)
+        result, tok, _ = train_on_policy_dpo(config, task, profile, n_prompts)
         result.policy.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
 
     key = {"task": task, "sft": sft_path.name, "pairs": "on-policy, gold-labelled", "n_prompts": n_prompts,
            "max_new_tokens": profile.max_new_tokens, **asdict(config)}
-    return zoo.cached(f"dpo-{task}-{profile.name}", key, [sys.modules[__name__], batch, logprobs, losses, models],
-                      build)
+    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling]
+    return zoo.cached(f"dpo-{task}-{profile.name}", key, modules, build)
 
 
 def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
@@ -453,4 +476,5 @@ def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: f
 
 
 __all__ = ["DPOConfig", "DPOResult", "dpo_batch_loss", "dpo_metrics", "dpo_policy", "evaluate_policy",
-           "load_dpo_checkpoint", "on_policy_pairs", "precompute_ref_logps", "save_checkpoint", "train_dpo"]
+           "load_dpo_checkpoint", "on_policy_pairs", "precompute_ref_logps", "save_checkpoint", "train_dpo",
+           "train_on_policy_dpo"]

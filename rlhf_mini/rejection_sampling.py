@@ -21,14 +21,17 @@ round's SFT: the proxy (reward-model) score, the gold reward, and the KL from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from rlhf_mini.best_of_n import Scorer, best_of_n
-from rlhf_mini.config import Profile
+from rlhf_mini.config import Profile, get_profile
 from rlhf_mini.dpo import evaluate_policy
 from rlhf_mini.sft import SFTConfig, train_sft
 
@@ -155,3 +158,59 @@ def train_rejection_sampling(config: RSConfig, policy, ref_policy, tokenizer, wo
         })
     policy.eval()
     return RSResult(policy, metrics, datasets)
+
+
+# --------------------------------------------------------------------------------------------
+# The zoo artifact
+# --------------------------------------------------------------------------------------------
+
+CHAPTER_RECIPE = {"rounds": 2, "prompts_per_round": 256, "n_samples": 8, "sft_steps": 40}
+"""chapter 10's run: two rounds of best-of-8 under the reward model, 40 SFT steps each"""
+
+
+def rs_policy_path(task: str = "assistant", profile: Profile | None = None, **overrides: Any) -> Path:
+    """The folder of the cached rejection-sampling policy (built from the SFT policy on first use).
+
+    The recipe is ``CHAPTER_RECIPE`` with the reward model as the selector; ``overrides`` go to
+    ``RSConfig``.
+    """
+    from rlhf_mini import batch, logprobs, losses, models, reward, sampling, sft, zoo
+    from rlhf_mini.best_of_n import reward_model_scorer
+    from rlhf_mini.worlds import get_world
+
+    profile = profile or get_profile()
+    config = RSConfig.from_profile(profile, **{**CHAPTER_RECIPE, **overrides})
+
+    def build(folder: Path) -> None:
+        from rlhf_mini.utils import set_seed
+
+        world = get_world(task)
+        set_seed(config.seed)
+        policy, tokenizer = sft.sft_policy(task, profile)
+        ref = models.reference_copy(policy)
+        for param in policy.parameters():
+            param.requires_grad_(True)
+        rm, rm_tokenizer = reward.reward_model(task, profile)
+        result = train_rejection_sampling(config, policy, ref, tokenizer, world,
+                                          reward_model_scorer(rm, rm_tokenizer, world))
+        result.policy.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics))
+
+    key = {"task": task, "sft": sft.sft_policy_path(task, profile).name,
+           "reward": reward.reward_model_path(task, profile).name, **asdict(config)}
+    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling, sft, reward]
+    return zoo.cached(f"rs-{task}-{profile.name}", key, modules, build)
+
+
+def rs_policy(task: str = "assistant", profile: Profile | None = None, **overrides: Any):
+    """The rejection-sampling fine-tuned policy of ``task`` and its tokenizer (cached)."""
+    from rlhf_mini.sft import load_sft_checkpoint
+
+    model, tokenizer = load_sft_checkpoint(rs_policy_path(task, profile, **overrides))
+    return model.eval(), tokenizer
+
+
+def rs_metrics(task: str = "assistant", profile: Profile | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """The per-round metrics of the cached run that ``rs_policy`` returns."""
+    return json.loads((rs_policy_path(task, profile, **overrides) / "metrics.json").read_text())

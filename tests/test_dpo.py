@@ -138,3 +138,34 @@ def test_on_policy_pairs_prefer_the_higher_gold(tiny_policy, tiny_tokenizer):
         assert p["chosen_gold"] > p["rejected_gold"]
         assert world.gold_reward(p["prompt"], p["chosen"]) == pytest.approx(p["chosen_gold"])
     check_pairs(pairs)
+
+
+def test_on_policy_pairs_with_a_judge_keep_its_verdict_and_the_gold_values(tiny_policy, tiny_tokenizer):
+    from rlhf_mini.dpo import on_policy_pairs
+
+    class LengthWorld(type(get_world("sentiment"))):
+        def gold_reward(self, prompt, response):
+            return float(len(response))
+
+    world = LengthWorld()
+    prompts = world.prompts(12, seed=0)
+
+    def prefer_shorter(prompt, a, b):   # a judge that disagrees with this world's gold
+        return len(a) < len(b)
+
+    pairs = on_policy_pairs(tiny_policy, tiny_tokenizer, world, prompts, max_new_tokens=10, seed=0,
+                            prefer=prefer_shorter)
+    assert 0 < len(pairs) <= 12
+    for p in pairs:
+        assert p["chosen"] != p["rejected"]
+        assert len(p["chosen"]) <= len(p["rejected"])          # the judge decided
+        assert p["chosen_gold"] == pytest.approx(world.gold_reward(p["prompt"], p["chosen"]))
+        assert p["rejected_gold"] == pytest.approx(world.gold_reward(p["prompt"], p["rejected"]))
+    check_pairs(pairs)
+
+
+def test_rlaif_policy_refuses_a_world_without_a_constitution():
+    from rlhf_mini.rlaif import rlaif_policy_path
+
+    with pytest.raises(ValueError, match="assistant"):
+        rlaif_policy_path("sentiment")

@@ -57,3 +57,13 @@ def test_rounds_train_on_the_kept_samples(tiny_policy, tiny_tokenizer):
     assert any(not np.array_equal(before[k], v) for k, v in tiny_policy.state_dict().items())
     with pytest.raises(ValueError, match="same object"):
         train_rejection_sampling(config, tiny_policy, tiny_policy, tiny_tokenizer, world, scorer, progress=False)
+
+
+def test_rs_policy_checks_its_overrides_before_building(isolated_cache):
+    from rlhf_mini.rejection_sampling import rs_policy_path
+
+    with pytest.raises(ValueError, match="rounds"):
+        rs_policy_path("assistant", rounds=0)
+    with pytest.raises(TypeError):
+        rs_policy_path("assistant", no_such_field=1)
+    assert not isolated_cache.exists() or not any(isolated_cache.iterdir())
