@@ -419,10 +419,14 @@ def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tok
 
 
 def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompts: int,
-                        prefer: Callable[[str, str, str], bool] | None = None):
-    """The zoo's DPO recipe: from the SFT policy, on ``on_policy_pairs`` of ``n_prompts`` train prompts.
+                        prefer: Callable[[str, str, str], bool] | None = None, *,
+                        start_from: str | Path | None = None, round_index: int = 1):
+    """The zoo's DPO recipe: ``on_policy_pairs`` of ``n_prompts`` train prompts, then ``train_dpo``.
 
-    ``prefer`` labels the pairs (default: the gold reward). Returns ``(DPOResult, tokenizer, pairs)``.
+    Round 1 starts from the SFT policy. A later round (``round_index`` > 1, iterative or "online"
+    DPO) starts from the policy saved at ``start_from``, samples fresh pairs from *it* on fresh
+    prompts, and uses it as the reference. ``prefer`` labels the pairs (default: the gold reward).
+    Returns ``(DPOResult, tokenizer, pairs)``.
     """
     from rlhf_mini import sft
     from rlhf_mini.models import reference_copy
@@ -431,48 +435,61 @@ def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompt
 
     world = get_world(task)
     set_seed(config.seed)
-    policy, tok = sft.sft_policy(task, profile)
+    if start_from is None:
+        policy, tok = sft.sft_policy(task, profile)
+    else:
+        policy, tok = load_dpo_checkpoint(start_from)
+        policy.requires_grad_(True)
     ref = reference_copy(policy)
-    prompts = world.prompts(n_prompts, seed=config.seed + 3, split="train")
-    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens, seed=config.seed + 5,
-                            prefer=prefer)
+    offset = 10 * (round_index - 1)   # each round its own prompts and samples
+    prompts = world.prompts(n_prompts, seed=config.seed + 3 + offset, split="train")
+    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens,
+                            seed=config.seed + 5 + offset, prefer=prefer)
     return train_dpo(config, policy, ref, tok, pairs, world), tok, pairs
 
 
 def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                    loss_type: str = "sigmoid") -> Path:
-    """The folder of the cached DPO policy (built from the SFT policy on first use)."""
+                    loss_type: str = "sigmoid", rounds: int = 1) -> Path:
+    """The folder of the cached DPO policy (built from the SFT policy on first use).
+
+    ``rounds`` > 1 is iterative DPO: round k starts from round k − 1's policy, which also serves as
+    its reference, and trains on fresh gold-labelled pairs of that policy's own samples.
+    """
     from rlhf_mini import batch, logprobs, losses, models, sampling, sft, zoo
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     profile = profile or get_profile()
     config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type)
-    sft_path = sft.sft_policy_path(task, profile)
-    # ~1,600 prompts on the cpu profile (as in the tuned recipe); ties are dropped, ~90 % remain
+    previous = dpo_policy_path(task, profile, beta, loss_type, rounds - 1) if rounds > 1 else None
+    start = previous.name if previous is not None else sft.sft_policy_path(task, profile).name
+    # ~1,600 prompts per round on the cpu profile; ties are dropped, ~90 % remain
     n_prompts = int(profile.n_preference_pairs * 0.8)
 
     def build(folder: Path) -> None:
-        result, tok, _ = train_on_policy_dpo(config, task, profile, n_prompts)
+        result, tok, _ = train_on_policy_dpo(config, task, profile, n_prompts, start_from=previous,
+                                             round_index=rounds)
         result.policy.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
 
-    key = {"task": task, "sft": sft_path.name, "pairs": "on-policy, gold-labelled", "n_prompts": n_prompts,
-           "max_new_tokens": profile.max_new_tokens, **asdict(config)}
+    key = {"task": task, "start": start, "round": rounds, "pairs": "on-policy, gold-labelled",
+           "n_prompts": n_prompts, "max_new_tokens": profile.max_new_tokens, **asdict(config)}
     modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling]
     return zoo.cached(f"dpo-{task}-{profile.name}", key, modules, build)
 
 
 def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-               loss_type: str = "sigmoid"):
+               loss_type: str = "sigmoid", rounds: int = 1):
     """The DPO policy for ``task`` and its tokenizer (cached): the SFT policy trained with DPO on
-    gold-labelled pairs of its own samples (``on_policy_pairs``)."""
-    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type))
+    gold-labelled pairs of its own samples (``on_policy_pairs``), for ``rounds`` rounds."""
+    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type, rounds))
 
 
 def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                loss_type: str = "sigmoid") -> list[dict[str, Any]]:
-    """The per-step metrics of the cached DPO run."""
-    return json.loads((dpo_policy_path(task, profile, beta, loss_type) / "metrics.json").read_text())
+                loss_type: str = "sigmoid", rounds: int = 1) -> list[dict[str, Any]]:
+    """The per-step metrics of the cached DPO run (of its last round)."""
+    return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds) / "metrics.json").read_text())
 
 
 __all__ = ["DPOConfig", "DPOResult", "dpo_batch_loss", "dpo_metrics", "dpo_policy", "evaluate_policy",

@@ -18,13 +18,17 @@ chain of thought, and compares it with one that sees only whether the final answ
   aggregating its step probabilities, ``min_k σ(z_k)`` or ``Π_k σ(z_k)`` (the probability that every
   step is right); the ORM by σ(z_EOS); majority voting picks the most common final answer.
 
-Both verifiers train on the same solutions for the same number of steps, so the comparison isolates
-the value of step-level labels.
+Both verifiers train on the same solutions, with the same minibatches, for the same number of steps
+from the same initialisation, so the comparison isolates the value of step-level labels. The
+training solutions come from the world's slipping solver (tens of thousands of them, for free), with
+the wrong answers of the wrong parity dropped (``parity_balanced``): the world's train split makes
+"the answer is even" a spurious sign of correctness, which reverses on the test split.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -44,6 +48,7 @@ from rlhf_mini.worlds.arithmetic import ArithmeticWorld, step_labels
 
 KINDS = ("prm", "orm")
 AGGREGATES = ("min", "prod")
+SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,9 +170,11 @@ class VerifierConfig:
     batch_size: int = 32
     """solutions per step"""
     lr: float = 3e-4
-    """AdamW learning rate (linear warm-up, then constant)"""
+    """AdamW peak learning rate"""
     warmup_steps: int = 20
-    """learning-rate warm-up"""
+    """linear learning-rate warm-up"""
+    schedule: str = "constant"
+    """after the warm-up: ``constant``, or ``cosine`` decay to 0 at the last step"""
     weight_decay: float = 0.0
     """AdamW weight decay"""
     max_length: int = 128
@@ -181,14 +188,20 @@ class VerifierConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
+        # Checking "a op b = c" is a harder skill than a preference: a verifier gets more (and
+        # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
+        # profile that is 800 steps of 64 solutions at 2e-3, about two minutes on two cores.
         profile = profile or get_profile()
-        values = {"steps": profile.reward_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
+        values = {"steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
+                  "lr": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
         values.update(changes)
         return cls(**values)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
 
@@ -235,6 +248,16 @@ def load_verifier(folder: str | Path) -> ScalarHeadModel:
     return ScalarHeadModel.from_pretrained(str(folder)).to(get_device()).eval()
 
 
+def learning_rate(config: VerifierConfig, step: int) -> float:
+    """Linear warm-up to ``config.lr``, then constant or cosine decay to 0 at ``config.steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: PreTrainedTokenizerBase,
                    world: ArithmeticWorld, prompts: list[str], responses: list[str],
                    resume_from: str | Path | None = None, progress: bool = True) -> VerifierResult:
@@ -261,7 +284,7 @@ def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: Pr
         metrics = json.loads((Path(resume_from) / "metrics.json").read_text())
     n = len(prompts)
     for step in tqdm(range(start, config.steps), desc=f"training {config.kind}", disable=not progress, leave=False):
-        lr = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+        lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = torch.from_numpy(np.random.default_rng([config.seed, step]).choice(n, size=min(config.batch_size, n),
@@ -372,6 +395,8 @@ class VerifierDataConfig:
     """training problems (train split)"""
     samples_per_prompt: int = 4
     """solutions per problem"""
+    balance_parity: bool = True
+    """drop solutions whose final answer has the wrong parity (see ``parity_balanced``)"""
     temperature: float = 1.0
     """sampling temperature of the SFT generator"""
     max_new_tokens: int = 32
@@ -381,10 +406,33 @@ class VerifierDataConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierDataConfig:
+        # The world's solver gives solutions for free: enough problems that a verifier sees each
+        # solution about twice (a few thousand solutions let it memorise instead of check).
         profile = profile or get_profile()
-        values = {"n_prompts": max(64, profile.n_preference_pairs // 4), "max_new_tokens": profile.max_new_tokens}
+        train = VerifierConfig.from_profile(profile)
+        values = {"n_prompts": train.steps * train.batch_size // 4, "samples_per_prompt": 2,
+                  "max_new_tokens": profile.max_new_tokens}
         values.update(changes)
         return cls(**values)
+
+
+def parity_balanced(world: ArithmeticWorld, prompts: list[str], responses: list[str]) -> list[int]:
+    """Indices of the solutions whose final answer has the parity of the right answer.
+
+    The world splits problems by the parity of their operand sum (even: train, odd: test), so on
+    training problems with only ``+`` and ``-`` the right answer is always even, and a slip of ±1
+    makes it odd. A verifier trained on such data learns "even answers are right", which is
+    backwards on every test problem. Keeping only wrong solutions of the right parity (slips that
+    add up to an even number) makes answer parity carry no information about correctness, so the
+    only way to tell right from wrong is to check the arithmetic. Both verifiers get the same
+    filtered solutions.
+    """
+    keep = []
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        answer = world.final_answer(response)
+        if answer is not None and (answer - world.answer(prompt)) % 2 == 0:
+            keep.append(i)
+    return keep
 
 
 def generator(profile: Profile | None = None):
@@ -439,6 +487,9 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
                                      temperature=data_config.temperature, seed=data_config.seed)
         flat_prompts = [p for p, s in zip(prompts, solutions) for _ in s]
         flat = [r for s in solutions for r in s]
+        if data_config.balance_parity:
+            keep = parity_balanced(world, flat_prompts, flat)
+            flat_prompts, flat = [flat_prompts[i] for i in keep], [flat[i] for i in keep]
         model = ScalarHeadModel.from_language_model(policy, seed=config.seed).to(get_device())
         result = train_verifier(config, model, tok, world, flat_prompts, flat)
         result.model.save_pretrained(folder)

@@ -169,3 +169,10 @@ def test_rlaif_policy_refuses_a_world_without_a_constitution():
 
     with pytest.raises(ValueError, match="assistant"):
         rlaif_policy_path("sentiment")
+
+
+def test_dpo_policy_rounds_must_be_positive():
+    from rlhf_mini.dpo import dpo_policy_path
+
+    with pytest.raises(ValueError, match="rounds"):
+        dpo_policy_path("assistant", rounds=0)

@@ -8,7 +8,9 @@ from rlhf_mini.prm import (
     VerifierConfig,
     best_of_n_accuracy,
     encode_solutions,
+    learning_rate,
     majority_vote,
+    parity_balanced,
     solution_labels,
     solution_scores,
     step_end_chars,
@@ -129,3 +131,32 @@ def test_resume_gives_same_next_loss(world, tokenizer, tmp_path):
                              resume_from=tmp_path, progress=False)
     assert resumed.metrics[3]["loss"] == pytest.approx(full.metrics[3]["loss"], rel=1e-5)
     assert len(resumed.metrics) == 6
+
+
+def test_parity_balanced(world):
+    """Kept solutions: right ones, and wrong ones whose answer has the right answer's parity."""
+    prompt = "Q: 3 + 4 * 2 - 1 = ?"  # answer 10
+    responses = [" 4 * 2 = 8. 3 + 8 = 11. 11 - 1 = 10. Answer: 10",  # right
+                 " 4 * 2 = 8. 3 + 8 = 12. 12 - 1 = 11. Answer: 11",  # off by 1: parity gives it away
+                 " 4 * 2 = 8. 3 + 8 = 13. 13 - 1 = 12. Answer: 12",  # off by 2: kept
+                 " 4 * 2 = 8. 3 + 8 = 11"]  # no answer
+    assert parity_balanced(world, [prompt] * 4, responses) == [0, 2]
+    prompts, responses = _data(world, n=400)
+    keep = parity_balanced(world, prompts, responses)
+    right = np.array([world.final_answer(responses[i]) == world.answer(prompts[i]) for i in keep])
+    even = np.array([world.final_answer(responses[i]) % 2 == 0 for i in keep])
+    assert (~right).sum() > 20
+    # on training problems answer parity no longer separates right from wrong
+    assert abs(even[right].mean() - even[~right].mean()) < 0.15
+
+
+def test_learning_rate_schedule():
+    constant = VerifierConfig(steps=100, lr=1e-3, warmup_steps=10)
+    cosine = VerifierConfig(steps=100, lr=1e-3, warmup_steps=10, schedule="cosine")
+    assert learning_rate(constant, 0) == pytest.approx(1e-4)
+    assert learning_rate(constant, 99) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 10) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 55) == pytest.approx(5e-4)
+    assert learning_rate(cosine, 99) < 1e-5
+    with pytest.raises(ValueError, match="schedule"):
+        VerifierConfig(schedule="linear")
