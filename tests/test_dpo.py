@@ -122,15 +122,20 @@ def test_evaluate_policy_kl_is_zero_against_itself(tiny_policy, tiny_tokenizer):
     assert len(ev["responses"]) == 4 and ev["gold_rewards"].shape == (4,)
 
 
-def test_on_policy_pairs_prefer_the_higher_gold(tiny_policy, tiny_tokenizer):
-    from rlhf_mini.dpo import on_policy_pairs
-
+def length_world():
+    """The sentiment world with gold = response length: random tiny models write gibberish that the
+    real gold scores alike, but its length differs."""
     class LengthWorld(type(get_world("sentiment"))):
-        # random tiny models write gibberish that the real gold scores alike; length differs
         def gold_reward(self, prompt, response):
             return float(len(response))
 
-    world = LengthWorld()
+    return LengthWorld()
+
+
+def test_on_policy_pairs_prefer_the_higher_gold(tiny_policy, tiny_tokenizer):
+    from rlhf_mini.dpo import on_policy_pairs
+
+    world = length_world()
     prompts = world.prompts(12, seed=0)
     pairs = on_policy_pairs(tiny_policy, tiny_tokenizer, world, prompts, max_new_tokens=10, seed=0)
     assert 0 < len(pairs) <= 12
@@ -143,11 +148,7 @@ def test_on_policy_pairs_prefer_the_higher_gold(tiny_policy, tiny_tokenizer):
 def test_on_policy_pairs_with_a_judge_keep_its_verdict_and_the_gold_values(tiny_policy, tiny_tokenizer):
     from rlhf_mini.dpo import on_policy_pairs
 
-    class LengthWorld(type(get_world("sentiment"))):
-        def gold_reward(self, prompt, response):
-            return float(len(response))
-
-    world = LengthWorld()
+    world = length_world()
     prompts = world.prompts(12, seed=0)
 
     def prefer_shorter(prompt, a, b):   # a judge that disagrees with this world's gold
