@@ -8,6 +8,7 @@ Variants (per-token log p(target) for hidden [N, D] and an LM head [V, D], then 
     naive    torch linear + log_softmax + gather: materialises [N, V] logits
     chunked  rlhf_mini.kernels reference: row chunks under activation checkpointing
     fused    rlhf_mini.kernels default: fused Triton forward, chunked cuBLAS backward (GPU only)
+    fused/*  with --sweep: the default with one tile setting changed (see SWEEP)
     fused_triton  the all-Triton kernels, backward included: never more than a tile of logits
     liger    Liger-Kernel's fused linear cross-entropy with reduction="none" (if installed)
 
@@ -47,7 +48,19 @@ def liger_logprobs_fn():
     return (lambda h, w, t: -loss_fn(w, h, t)), None
 
 
-def variants(device: str) -> tuple[dict, list[str]]:
+# Tile settings tried by --sweep, each as its own "fused/<name>" variant next to the default.
+SWEEP = {
+    "split1": dict(split_v=1),  # one program per row block, the whole vocabulary in one sweep
+    "bn128": dict(block_n=128),
+    "bv256": dict(block_v=256),
+    "bd32": dict(block_d=32),
+    "warps4": dict(num_warps=4),
+    "chunk32M": dict(chunk_bytes=1 << 25),
+    "chunk128M": dict(chunk_bytes=1 << 27),
+}
+
+
+def variants(device: str, sweep: bool = False) -> tuple[dict, list[str]]:
     notes = []
     fns = {
         "naive": lambda h, w, t: naive_linear_logprobs(h, w, t),
@@ -60,6 +73,9 @@ def variants(device: str) -> tuple[dict, list[str]]:
         fns["fused"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton")
         fns["fused_triton"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton",
                                                             tiles=all_triton)
+        for label, changes in (SWEEP.items() if sweep else ()):
+            fns[f"fused/{label}"] = (lambda tiles: lambda h, w, t: linear_logprobs(
+                h, w, t, backend="triton", tiles=tiles))(TileConfig(**changes))
         liger, note = liger_logprobs_fn()
         if liger is not None:
             fns["liger"] = liger
@@ -147,7 +163,7 @@ def detect_peak_bandwidth(name: str) -> float | None:
 # Report
 # ---------------------------------------------------------------------------------------------
 def print_table(results: list[dict], peak_bw: float | None) -> None:
-    header = (f"{'N':>6} {'variant':>8} {'time ms':>9} {'x naive':>8} {'peak MiB':>10} "
+    header = (f"{'N':>6} {'variant':>15} {'time ms':>9} {'x naive':>8} {'peak MiB':>10} "
               f"{'x naive':>8} {'TFLOP/s':>8} {'GB/s':>8}" + ("  %peakBW" if peak_bw else ""))
     print("\n" + header + "\n" + "-" * len(header))
     for n in sorted({r["n"] for r in results}):
@@ -155,12 +171,12 @@ def print_table(results: list[dict], peak_bw: float | None) -> None:
         naive = next((r for r in rows if r["variant"] == "naive" and "error" not in r), None)
         for r in rows:
             if "error" in r:
-                print(f"{n:>6} {r['variant']:>8}  {r['error']}")
+                print(f"{n:>6} {r['variant']:>15}  {r['error']}")
                 continue
             t_ratio = r["seconds"] / naive["seconds"] if naive else float("nan")
             m_ratio = r["peak_bytes"] / max(naive["peak_bytes"], 1) if naive else float("nan")
             gbps = r["min_bytes"] / r["seconds"] / 1e9
-            line = (f"{n:>6} {r['variant']:>8} {r['seconds'] * 1e3:>9.2f} {t_ratio:>8.2f} "
+            line = (f"{n:>6} {r['variant']:>15} {r['seconds'] * 1e3:>9.2f} {t_ratio:>8.2f} "
                     f"{r['peak_bytes'] / 2**20:>10.1f} {m_ratio:>8.3f} {r['tflops']:>8.2f} "
                     f"{gbps:>8.1f}")
             if peak_bw:
@@ -210,6 +226,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed runs (default: GPU 10, CPU 3)")
     parser.add_argument("--peak-bw", type=float, help="card's peak memory bandwidth in TB/s")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--sweep", action="store_true", help="GPU: also time the fused kernel "
+                        "with each tile setting in SWEEP")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -227,7 +245,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
     peak_bw = args.peak_bw or (detect_peak_bandwidth(name) if gpu else None)
 
-    fns, notes = variants(device)
+    fns, notes = variants(device, sweep=args.sweep)
     if args.variants:
         fns = {k: v for k, v in fns.items() if k in args.variants}
     print(f"device: {name}   dtype: {dtype}   V={args.v} D={args.d}   "
@@ -241,7 +259,7 @@ def main() -> None:
             row = {"n": n, "variant": variant}
             try:
                 row.update(bench_one(fn, n, args, device, dtype))
-                print(f"N={n:>6} {variant:>8}: {row['seconds'] * 1e3:9.2f} ms  "
+                print(f"N={n:>6} {variant:>15}: {row['seconds'] * 1e3:9.2f} ms  "
                       f"{row['peak_bytes'] / 2**20:9.1f} MiB", flush=True)
             except torch.OutOfMemoryError:
                 row["error"] = "out of memory"

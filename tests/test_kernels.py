@@ -39,19 +39,22 @@ SMALL_TILES = dict(block_n=16, block_v=32, block_d=16, num_warps=4)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
-@pytest.fixture(scope="module", params=["cublas", "triton"], ids=["bwd-cublas", "bwd-triton"])
+@pytest.fixture(scope="module", params=[("cublas", 3), ("triton", 1)],
+                ids=["split3-bwd-cublas", "split1-bwd-triton"])
 def tiles(request):
     """Small tiles for the kernel tests, or a skip with the reason. Never falls back to the
     reference: the tests pass backend="triton", which raises if the kernel cannot run.
-    Both backward schemes are tested; the "cublas" one with chunks of a few rows, so that every
-    test shape spans several chunks."""
+    Both backward schemes are tested; the "cublas" one with chunks of a few vocabulary columns,
+    so that most test shapes span several chunks (N = 1 takes one). The forward runs with the
+    vocabulary in up to 3 slices (the last one partial) and in one."""
     pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot run")
     if not KERNELS_RUN_HERE:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set: this kernel test "
                     "runs in test_kernel_tests_in_fresh_interpreter_process instead")
     from rlhf_mini.kernels.triton_kernels import TileConfig
 
-    return TileConfig(**SMALL_TILES, backward=request.param, chunk_bytes=4 * 128 * 5)
+    backward, split_v = request.param
+    return TileConfig(**SMALL_TILES, backward=backward, split_v=split_v, chunk_bytes=4 * 128 * 5)
 
 
 @pytest.mark.skipif(KERNELS_RUN_HERE, reason="the kernel tests run in this process")
@@ -195,6 +198,22 @@ def test_linear_kl_and_entropy_kernel_matches_reference(tiles, kind, dtype):
     assert kl[4].item() == 0.0 and entropy[4].item() == 0.0
     if kind != "k1":
         assert (kl >= -1e-6).all(), "k2 and k3 are non-negative"
+
+
+def test_vocabulary_slices_cover_the_vocabulary_without_an_empty_slice():
+    pytest.importorskip("triton", reason="triton is not installed")
+    if not KERNELS_RUN_HERE:
+        pytest.skip("needs the kernels module; runs in the interpreter child process")
+    from rlhf_mini.kernels.triton_kernels import TileConfig, _vocab_splits
+
+    for v, split_v in [(90, 3), (37, 3), (64, 2), (50257, 7), (32, 5)]:
+        tiles = TileConfig(**SMALL_TILES, split_v=split_v)
+        splits, cols = _vocab_splits(8, v, torch.device("cpu"), tiles)
+        assert cols % tiles.block_v == 0 and 1 <= splits <= split_v
+        assert (splits - 1) * cols < v <= splits * cols, (v, split_v, splits, cols)
+    assert _vocab_splits(8, 90, torch.device("cpu"), TileConfig(**SMALL_TILES))[0] == 1
+    with pytest.raises(ValueError, match="split_v"):
+        TileConfig(split_v=-1)
 
 
 def test_kl_without_entropy_and_ignored_everything(tiles):

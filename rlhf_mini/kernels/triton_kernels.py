@@ -5,9 +5,11 @@ does the same work tile by tile, so memory stays O(N + V·D) instead of O(N·V).
 
 Three all-Triton kernels, no atomics (so the results are deterministic):
 
-1. `_forward_kernel` (one program per block of rows): streams over vocabulary tiles and keeps, per
-   row, an online log-sum-exp, the target's logit and (optionally) Σ p·z for the entropy. It can do
-   a second head (the reference model) in the same pass.
+1. `_forward_kernel` (one program per block of rows and slice of the vocabulary): streams over
+   the slice's vocabulary tiles and keeps, per row, an online log-sum-exp, the target's logit and
+   (optionally) Σ p·z for the entropy. It can do a second head (the reference model) in the same
+   pass. A few [n_slices, N] partial results are merged on the host; slicing the vocabulary keeps
+   every SM busy when N is small.
 2. `_grad_hidden_kernel` (one program per block of rows): recomputes each logits tile, turns it into
    dL/dlogits, and accumulates grad_hidden += dlogits @ W.
 3. `_grad_weight_kernel` (one program per block of vocabulary rows): recomputes the same tiles and
@@ -18,10 +20,10 @@ is that the backward recomputes the logits twice (once per kernel).
 
 The two all-Triton gradient kernels are the easiest to read and hold no more than a tile of
 logits, but their matmuls run well below cuBLAS and they compute the logits twice. So the default
-backward (`TileConfig.backward="cublas"`, the idea behind Liger-Kernel's fused linear
-cross-entropy) works one chunk of rows at a time: a cuBLAS matmul recomputes the chunk's fp32
-logits, `_dlogits_chunk_kernel` turns them into dL/dlogits, and two more matmuls give both
-gradients. It holds [chunk, V] logits, never [N, V]. (A forward done the same way, matmul then a
+backward (`TileConfig.backward="cublas"`, close to the idea behind Liger-Kernel's fused linear
+cross-entropy) works one chunk of vocabulary columns at a time: a cuBLAS matmul recomputes the
+chunk's fp32 logits, `_dlogits_chunk_kernel` turns them into dL/dlogits, and two more matmuls give
+both gradients. It holds [N, chunk] logits, never [N, V]. (A forward done the same way, matmul then a
 reduction kernel, measured slower on an H200 than `_forward_kernel`, so the forward stays fused.)
 
 This module calls `@triton.jit` at import time, so `TRITON_INTERPRET=1` (Triton's CPU interpreter)
@@ -53,15 +55,18 @@ class TileConfig:
     block_v: int = 128  # vocabulary entries per tile
     block_d: int = 64  # hidden features per inner step of the matmul
     num_warps: int = 8
+    split_v: int = 0  # forward: vocabulary slices per row block (0: enough to fill the GPU)
     backward: str = "cublas"  # "cublas": chunks of logits from cuBLAS + `_dlogits_chunk_kernel`;
     #                          "triton": the two all-Triton gradient kernels
-    chunk_bytes: int = 1 << 27  # "cublas" backward: size of one chunk of fp32 logits
+    chunk_bytes: int = 1 << 26  # "cublas" backward: size of one chunk of fp32 logits
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_v", "block_d"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
                 raise ValueError(f"TileConfig.{name}={size}: must be a power of two and >= 16")
+        if self.split_v < 0:
+            raise ValueError(f"TileConfig.split_v={self.split_v}: must be >= 0 (0 = automatic)")
         if self.backward not in ("cublas", "triton"):
             raise ValueError(f"TileConfig.backward={self.backward!r}: 'cublas' or 'triton'")
 
@@ -168,18 +173,26 @@ def _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_
 def _forward_kernel(
     h_ptr, w_ptr, ref_h_ptr, ref_w_ptr, targets_ptr,
     lse_ptr, z_target_ptr, mean_z_ptr, ref_lse_ptr, ref_z_target_ptr,
-    N, V, D, D_REF,
+    N, V, D, D_REF, COLS_PER_SPLIT,
     stride_h, stride_w, stride_ref_h, stride_ref_w,
     inv_temp,
     HAS_REF: tl.constexpr, WITH_ENTROPY: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Per row: logsumexp(z), z[target], E_p[z] (entropy) and, if HAS_REF, the reference head's
-    logsumexp and z[target], all in one sweep over the vocabulary."""
+    """Per row and per slice of the vocabulary: logsumexp(z), z[target], E_p[z] (entropy) and, if
+    HAS_REF, the reference head's logsumexp and z[target], all in one sweep over the slice.
+
+    Program (i, j) owns row block i and vocabulary slice j = [j·COLS_PER_SPLIT, (j+1)·COLS_PER_SPLIT)
+    and writes its partial results to row j of the [n_splits, N] outputs; `fused_forward` merges
+    the slices. With one slice per row block, N = 1k tokens would give 16 programs for 132 SMs."""
     pid = tl.program_id(0)
+    split = tl.program_id(1)
     rows = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     row_ok = rows < N
+    v_start = split * COLS_PER_SPLIT
+    v_stop = tl.minimum(v_start + COLS_PER_SPLIT, V)
+    out = split.to(tl.int64) * N + rows  # this slice's row of the [n_splits, N] outputs
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
 
     m = tl.full([BLOCK_N], NEG_LARGE, dtype=tl.float32)
@@ -190,9 +203,9 @@ def _forward_kernel(
     ref_s = tl.zeros([BLOCK_N], dtype=tl.float32)
     ref_z_target = tl.zeros([BLOCK_N], dtype=tl.float32)
 
-    for v0 in range(0, V, BLOCK_V):
+    for v0 in range(v_start, v_stop, BLOCK_V):
         cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
-        col_ok = cols < V
+        col_ok = cols < v_stop
         z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, D, stride_h, stride_w,
                          inv_temp, BLOCK_N, BLOCK_V, BLOCK_D, UPCAST, PRECISION)
         m, s, sum_pz, z_target = _online_update(z, cols, col_ok, targets, m, s, sum_pz,
@@ -204,13 +217,14 @@ def _forward_kernel(
             ref_m, ref_s, _, ref_z_target = _online_update(
                 ref_z, cols, col_ok, targets, ref_m, ref_s, sum_pz, ref_z_target, False)
 
-    tl.store(lse_ptr + rows, m + tl.log(s), mask=row_ok)
-    tl.store(z_target_ptr + rows, z_target, mask=row_ok)
+    # Every slice holds at least one real column, so s > 0 and the log is finite.
+    tl.store(lse_ptr + out, m + tl.log(s), mask=row_ok)
+    tl.store(z_target_ptr + out, z_target, mask=row_ok)
     if WITH_ENTROPY:
-        tl.store(mean_z_ptr + rows, sum_pz / s, mask=row_ok)
+        tl.store(mean_z_ptr + out, sum_pz / s, mask=row_ok)
     if HAS_REF:
-        tl.store(ref_lse_ptr + rows, ref_m + tl.log(ref_s), mask=row_ok)
-        tl.store(ref_z_target_ptr + rows, ref_z_target, mask=row_ok)
+        tl.store(ref_lse_ptr + out, ref_m + tl.log(ref_s), mask=row_ok)
+        tl.store(ref_z_target_ptr + out, ref_z_target, mask=row_ok)
 
 
 @triton.jit
@@ -304,15 +318,17 @@ def _grad_weight_kernel(
 @triton.jit
 def _dlogits_chunk_kernel(
     z_ptr, dz_ptr, targets_ptr, lse_ptr, mean_z_ptr, g_logp_ptr, g_entropy_ptr,
-    N, V, stride_z, stride_dz, inv_temp,
+    N, V_CHUNK, COL_OFFSET, stride_z, stride_dz, inv_temp,
     WITH_ENTROPY: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
-    """dz[rows, cols] = dL/dlogits from a chunk of raw fp32 logits z = h·Wᵀ (temperature not yet
-    applied), for the "cublas" backward. Memory-bound: one read of z, one write of dz."""
+    """dz[rows, cols] = dL/dlogits from a chunk of raw fp32 logits z = h·W[chunk]ᵀ (temperature
+    not yet applied), for the "cublas" backward. The chunk holds vocabulary columns
+    COL_OFFSET .. COL_OFFSET + V_CHUNK of every row. Memory-bound: one read of z, one write of dz."""
     rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    cols = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+    local_cols = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
     row_ok = rows < N
-    col_ok = cols < V
+    col_ok = local_cols < V_CHUNK
+    cols = local_cols + COL_OFFSET  # vocabulary ids, compared with the targets
     ok = row_ok[:, None] & col_ok[None, :]
     targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
     lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
@@ -322,11 +338,11 @@ def _dlogits_chunk_kernel(
     if WITH_ENTROPY:
         mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
         g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
-    raw = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=ok, other=0.0)
+    raw = tl.load(z_ptr + rows[:, None] * stride_z + local_cols[None, :], mask=ok, other=0.0)
     z = tl.where(col_ok[None, :], raw.to(tl.float32) * inv_temp, float("-inf"))
     dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
                        WITH_ENTROPY)
-    tl.store(dz_ptr + rows[:, None] * stride_dz + cols[None, :],
+    tl.store(dz_ptr + rows[:, None] * stride_dz + local_cols[None, :],
              dz.to(dz_ptr.dtype.element_ty), mask=ok)
 
 
@@ -355,9 +371,27 @@ def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a @ b).float()
 
 
-def _chunk_rows(n: int, v: int, tiles: TileConfig) -> int:
-    """Rows per chunk so that one chunk of fp32 logits takes about `tiles.chunk_bytes`."""
-    return max(1, min(n, tiles.chunk_bytes // (4 * v)))
+def _chunk_cols(n: int, v: int, tiles: TileConfig) -> int:
+    """Vocabulary columns per backward chunk, so that one chunk of fp32 logits [n, cols] takes
+    about `tiles.chunk_bytes`; a multiple of 128 when that large, for aligned matmuls."""
+    cols = max(1, min(v, tiles.chunk_bytes // (4 * n)))
+    return cols - cols % 128 if 128 <= cols < v else cols
+
+
+def _vocab_splits(n: int, v: int, device: torch.device, tiles: TileConfig) -> tuple[int, int]:
+    """(number of vocabulary slices, columns per slice) for `_forward_kernel`.
+
+    `tiles.split_v` = 0 picks enough slices that the grid has about two programs per SM, each
+    slice keeping at least 4 vocabulary tiles; on anything but CUDA one slice."""
+    splits = tiles.split_v
+    if splits == 0:
+        splits = 1
+        if device.type == "cuda":
+            programs_per_wave = torch.cuda.get_device_properties(device).multi_processor_count
+            splits = triton.cdiv(2 * programs_per_wave, triton.cdiv(n, tiles.block_n))
+            splits = max(1, min(splits, v // (4 * tiles.block_v)))
+    cols_per_split = triton.cdiv(triton.cdiv(v, splits), tiles.block_v) * tiles.block_v
+    return triton.cdiv(v, cols_per_split), cols_per_split  # no empty slice
 
 
 def fused_forward(
@@ -372,58 +406,75 @@ def fused_forward(
 ) -> dict[str, torch.Tensor]:
     """Launch `_forward_kernel`; returns fp32 [N] tensors lse, z_target, mean_z, ref_lse, ref_z_target.
 
-    `targets` must already have ignored positions replaced by -1 (a column no tile contains)."""
+    `targets` must already have ignored positions replaced by -1 (a column no tile contains).
+    Each vocabulary slice gives its own logsumexp; they merge like the tiles inside a slice:
+    lse = logsumexp_j(lse_j), and E_p[z] = Σ_j exp(lse_j - lse)·E_pj[z]. Only one slice holds the
+    target, so the slices' z[target] simply add."""
     n, d = hidden.shape
     v = weight.shape[0]
     has_ref = ref_hidden is not None
-    out = {name: torch.zeros(n, device=hidden.device, dtype=torch.float32)
-           for name in ("lse", "z_target", "mean_z", "ref_lse", "ref_z_target")}
+    splits, cols_per_split = _vocab_splits(n, v, hidden.device, tiles)
+    parts = {name: torch.zeros(splits, n, device=hidden.device, dtype=torch.float32)
+             for name in ("lse", "z_target", "mean_z", "ref_lse", "ref_z_target")}
     ref_h = ref_hidden if has_ref else hidden
     ref_w = ref_weight if has_ref else weight
-    grid = (triton.cdiv(n, tiles.block_n),)
+    grid = (triton.cdiv(n, tiles.block_n), splits)
     _forward_kernel[grid](
         hidden, weight, ref_h, ref_w, targets,
-        out["lse"], out["z_target"], out["mean_z"], out["ref_lse"], out["ref_z_target"],
-        n, v, d, ref_h.shape[1],
+        parts["lse"], parts["z_target"], parts["mean_z"], parts["ref_lse"], parts["ref_z_target"],
+        n, v, d, ref_h.shape[1], cols_per_split,
         hidden.stride(0), weight.stride(0), ref_h.stride(0), ref_w.stride(0),
         1.0 / temperature,
         HAS_REF=has_ref, WITH_ENTROPY=with_entropy,
         BLOCK_N=tiles.block_n, BLOCK_V=tiles.block_v, BLOCK_D=tiles.block_d,
         num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
     )
-    return out
+    if splits == 1:
+        return {name: part[0] for name, part in parts.items()}
+    lse = torch.logsumexp(parts["lse"], dim=0)
+    return {
+        "lse": lse,
+        "z_target": parts["z_target"].sum(0),
+        "mean_z": (torch.exp(parts["lse"] - lse) * parts["mean_z"]).sum(0),
+        "ref_lse": torch.logsumexp(parts["ref_lse"], dim=0),
+        "ref_z_target": parts["ref_z_target"].sum(0),
+    }
 
 
 def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
                      with_entropy, need_hidden, need_weight, tiles: TileConfig):
-    """Gradients one chunk of rows at a time: logits = h_c·Wᵀ (matmul), dz in place (Triton),
-    grad_h_c = dz·W and grad_W += dzᵀ·h_c (matmuls). Peak extra memory: one fp32 chunk of logits."""
+    """Gradients one chunk of vocabulary columns at a time: logits z = h·W[c]ᵀ (a cuBLAS matmul),
+    dz = dL/dz in place of z (Triton), then grad_W[c] = dzᵀ·h and grad_h += dz·W[c] (matmuls).
+
+    Chunking the vocabulary rather than the rows means each chunk finishes its rows of grad_W in
+    one matmul (written once, in the weight's dtype), and the only running sum is grad_h, [N, D]
+    in fp32. Peak extra memory: one chunk of fp32 logits, plus the gradients themselves."""
     n, d = hidden.shape
     v = weight.shape[0]
-    chunk = _chunk_rows(n, v, tiles)
-    grad_hidden = torch.empty_like(hidden) if need_hidden else None
-    grad_w32 = torch.zeros(v, d, device=weight.device, dtype=torch.float32) if need_weight else None
+    chunk = _chunk_cols(n, v, tiles)
+    grad_h32 = torch.zeros(n, d, device=hidden.device, dtype=torch.float32) if need_hidden else None
+    grad_weight = torch.empty_like(weight) if need_weight else None
     block_n, block_v = 16, 256
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        h_c = hidden[start:stop]
-        z = _mm_fp32(h_c, weight.T)
+    for start in range(0, v, chunk):
+        stop = min(start + chunk, v)
+        w_c = weight[start:stop]
+        z = _mm_fp32(hidden, w_c.T)
         # bf16 inputs: dz goes to a bf16 buffer for the tensor cores; fp32: overwrite z in place
         dz = z if hidden.dtype == torch.float32 else torch.empty(z.shape, device=z.device,
                                                                  dtype=hidden.dtype)
-        grid = (triton.cdiv(stop - start, block_n), triton.cdiv(v, block_v))
+        grid = (triton.cdiv(n, block_n), triton.cdiv(stop - start, block_v))
         _dlogits_chunk_kernel[grid](
-            z, dz, targets[start:stop], lse[start:stop], mean_z[start:stop],
-            g_logp[start:stop], g_entropy[start:stop], stop - start, v, z.stride(0),
+            z, dz, targets, lse, mean_z, g_logp, g_entropy, n, stop - start, start, z.stride(0),
             dz.stride(0), inv_temp, WITH_ENTROPY=with_entropy, BLOCK_N=block_n, BLOCK_V=block_v,
             num_warps=4,
         )
         del z
+        if need_weight:  # the full sum over the N rows inside one matmul (fp32 accumulation)
+            grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
+                else dz.T @ hidden
         if need_hidden:
-            grad_hidden[start:stop] = _mm_fp32(dz, weight) if dz.dtype == torch.float32 else dz @ weight
-        if need_weight:
-            grad_w32 += _mm_fp32(dz.T, h_c)
-    return grad_hidden, None if grad_w32 is None else grad_w32.to(weight.dtype)
+            grad_h32 += _mm_fp32(dz, w_c)
+    return None if grad_h32 is None else grad_h32.to(hidden.dtype), grad_weight
 
 
 class FusedLinearLogprobs(torch.autograd.Function):

@@ -1,0 +1,32 @@
+"""`python -m rlhf_mini.nbtools execute`: runs a chapter in a fresh kernel and keeps its outputs."""
+
+import nbformat
+
+from rlhf_mini.nbtools import execute_notebook, main
+
+
+def write_notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_execute_keeps_outputs_and_reports_the_failing_cell(tmp_path, capsys):
+    good = write_notebook(tmp_path / "good.ipynb", "x = 6 * 7\nprint(x)",
+                          "from pathlib import Path\nprint(Path.cwd().name)")
+    bad = write_notebook(tmp_path / "bad.ipynb", "print('before')", "assert 1 + 1 == 3, 'wrong'",
+                         "print('never runs')")
+    out = tmp_path / "out"
+
+    assert execute_notebook(good, out)
+    cells = nbformat.read(out / "good.ipynb", as_version=4).cells
+    assert cells[0].outputs[0]["text"] == "42\n"
+    assert cells[1].outputs[0]["text"].strip() == tmp_path.name  # runs in the notebook's folder
+
+    assert main(["execute", str(bad), "--out-dir", str(out)]) == 1
+    assert "wrong" in capsys.readouterr().err
+    cells = nbformat.read(out / "bad.ipynb", as_version=4).cells
+    assert cells[0].outputs[0]["text"] == "before\n"
+    assert cells[1].outputs[0]["output_type"] == "error"
+    assert cells[2].outputs == []
