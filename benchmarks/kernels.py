@@ -7,7 +7,7 @@
 Variants (per-token log p(target) for hidden [N, D] and an LM head [V, D], then .sum().backward()):
     naive    torch linear + log_softmax + gather: materialises [N, V] logits
     chunked  rlhf_mini.kernels reference: row chunks under activation checkpointing
-    fused    rlhf_mini.kernels default: fused Triton forward, chunked cuBLAS backward (GPU only)
+    fused    rlhf_mini.kernels default: fused Triton forward, "fused_dz" backward (GPU only)
     fused/*  with --sweep: the default with one tile setting changed (see SWEEP)
     fused_triton  the all-Triton kernels, backward included: never more than a tile of logits
     liger    Liger-Kernel's fused linear cross-entropy with reduction="none" (if installed)
@@ -55,8 +55,11 @@ SWEEP = {
     "bv256": dict(block_v=256),
     "bd32": dict(block_d=32),
     "warps4": dict(num_warps=4),
-    "chunk32M": dict(chunk_bytes=1 << 25),
-    "chunk128M": dict(chunk_bytes=1 << 27),
+    "dz32M": dict(chunk_bytes=1 << 25),  # the default "fused_dz" backward, larger chunks
+    "dz64M": dict(chunk_bytes=1 << 26),
+    "cublas": dict(backward="cublas"),  # fp32 logits from cuBLAS, 64 MiB chunks
+    "cublas16M": dict(backward="cublas", chunk_bytes=1 << 24),
+    "cublas128M": dict(backward="cublas", chunk_bytes=1 << 27),
 }
 
 
@@ -221,7 +224,8 @@ def main() -> None:
     parser.add_argument("--v", type=int, default=50257, help="vocabulary size")
     parser.add_argument("--d", type=int, default=768, help="hidden size")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: bf16 GPU, fp32 CPU")
-    parser.add_argument("--variants", nargs="+", help="subset of naive chunked fused liger")
+    parser.add_argument("--variants", nargs="+", help="subset of naive chunked fused fused_triton "
+                        "liger (and fused/<name> with --sweep)")
     parser.add_argument("--warmup", type=int, help="untimed runs after the first (default: GPU 3, CPU 0)")
     parser.add_argument("--repeats", type=int, help="timed runs (default: GPU 10, CPU 3)")
     parser.add_argument("--peak-bw", type=float, help="card's peak memory bandwidth in TB/s")

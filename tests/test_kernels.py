@@ -39,14 +39,14 @@ SMALL_TILES = dict(block_n=16, block_v=32, block_d=16, num_warps=4)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 
-@pytest.fixture(scope="module", params=[("cublas", 3), ("triton", 1)],
-                ids=["split3-bwd-cublas", "split1-bwd-triton"])
+@pytest.fixture(scope="module", params=[("cublas", 3), ("fused_dz", 2), ("triton", 1)],
+                ids=["split3-bwd-cublas", "split2-bwd-fused_dz", "split1-bwd-triton"])
 def tiles(request):
     """Small tiles for the kernel tests, or a skip with the reason. Never falls back to the
     reference: the tests pass backend="triton", which raises if the kernel cannot run.
-    Both backward schemes are tested; the "cublas" one with chunks of a few vocabulary columns,
-    so that most test shapes span several chunks (N = 1 takes one). The forward runs with the
-    vocabulary in up to 3 slices (the last one partial) and in one."""
+    All three backward schemes are tested; "cublas" and "fused_dz" with chunks of a few vocabulary
+    columns, so that most test shapes span several chunks (N = 1 takes one). The forward runs with
+    the vocabulary in up to 3 slices (the last one partial), up to 2, and in one."""
     pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot run")
     if not KERNELS_RUN_HERE:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set: this kernel test "
@@ -216,6 +216,22 @@ def test_vocabulary_slices_cover_the_vocabulary_without_an_empty_slice():
         TileConfig(split_v=-1)
 
 
+def test_backward_chunk_sizes():
+    pytest.importorskip("triton", reason="triton is not installed")
+    if not KERNELS_RUN_HERE:
+        pytest.skip("needs the kernels module; runs in the interpreter child process")
+    from rlhf_mini.kernels.triton_kernels import TileConfig, _chunk_cols
+
+    # Defaults: 16 MiB of bf16 dz for "fused_dz", 64 MiB of fp32 logits for "cublas".
+    assert _chunk_cols(8192, 50257, TileConfig(), element_bytes=2) == 1024
+    assert _chunk_cols(8192, 50257, TileConfig(backward="cublas"), element_bytes=4) == 2048
+    assert _chunk_cols(3000, 50257, TileConfig(), element_bytes=2) % 128 == 0  # aligned
+    assert _chunk_cols(4, 100, TileConfig()) == 100  # one chunk holds the whole vocabulary
+    assert _chunk_cols(13, 100, TileConfig(chunk_bytes=4 * 128 * 5)) == 49
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        TileConfig(chunk_bytes=-1)
+
+
 def test_kl_without_entropy_and_ignored_everything(tiles):
     hidden, weight, targets = make_head(5, 16, 40, torch.float32, ignore=range(5))
     h, w = leaf(hidden), leaf(weight)
@@ -329,7 +345,7 @@ def test_importing_rlhf_mini_does_not_import_triton():
 # Real GPU: compiled kernels with the default tiles at an LM-head shape (GPT-2 small)
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")
-@pytest.mark.parametrize("backward", ["cublas", "triton"])
+@pytest.mark.parametrize("backward", ["cublas", "fused_dz", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_realistic_shape(dtype, backward):
     pytest.importorskip("triton", reason="triton is not installed")

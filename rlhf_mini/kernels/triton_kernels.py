@@ -19,12 +19,21 @@ Each program owns the rows of the output it writes, which is why no atomics are 
 is that the backward recomputes the logits twice (once per kernel).
 
 The two all-Triton gradient kernels are the easiest to read and hold no more than a tile of
-logits, but their matmuls run well below cuBLAS and they compute the logits twice. So the default
-backward (`TileConfig.backward="cublas"`, close to the idea behind Liger-Kernel's fused linear
-cross-entropy) works one chunk of vocabulary columns at a time: a cuBLAS matmul recomputes the
-chunk's fp32 logits, `_dlogits_chunk_kernel` turns them into dL/dlogits, and two more matmuls give
-both gradients. It holds [N, chunk] logits, never [N, V]. (A forward done the same way, matmul then a
-reduction kernel, measured slower on an H200 than `_forward_kernel`, so the forward stays fused.)
+logits, but their matmuls run well below cuBLAS and they compute the logits twice. The faster
+backwards split the work between Triton and cuBLAS, one chunk of vocabulary columns at a time
+(close to the idea behind Liger-Kernel's fused linear cross-entropy, which chunks rows instead):
+
+- `backward="fused_dz"` (the default): `_dlogits_recompute_kernel` recomputes the chunk's logits
+  tile by tile in registers and writes only dL/dlogits, in the input dtype; two cuBLAS matmuls
+  then give grad_W for the chunk's rows and add the chunk's part of grad_hidden.
+- `backward="cublas"`: a cuBLAS matmul writes the chunk's fp32 logits, `_dlogits_chunk_kernel`
+  turns them into dL/dlogits, then the same two matmuls. One more [N, chunk] buffer, in fp32.
+
+Both hold [N, chunk] values, never [N, V]. On an H200 in bf16 (V = 50257, D = 768) "fused_dz" with
+16 MiB chunks ran 8.1 ms at N = 8192 with 130 MiB of peak extra memory, and "cublas" with 64 MiB
+chunks 7.6 ms with 226 MiB, against 22.6 ms and 4.7 GiB for full logits
+(`benchmarks/kernels.py --sweep` measures every setting). A forward done the same way, matmul
+then a reduction kernel, measured slower than `_forward_kernel`, so the forward stays fused.
 
 This module calls `@triton.jit` at import time, so `TRITON_INTERPRET=1` (Triton's CPU interpreter)
 must be set before it is first imported; `rlhf_mini.kernels` imports it lazily for that reason.
@@ -56,9 +65,12 @@ class TileConfig:
     block_d: int = 64  # hidden features per inner step of the matmul
     num_warps: int = 8
     split_v: int = 0  # forward: vocabulary slices per row block (0: enough to fill the GPU)
-    backward: str = "cublas"  # "cublas": chunks of logits from cuBLAS + `_dlogits_chunk_kernel`;
-    #                          "triton": the two all-Triton gradient kernels
-    chunk_bytes: int = 1 << 26  # "cublas" backward: size of one chunk of fp32 logits
+    backward: str = "fused_dz"  # "fused_dz": chunks of dL/dlogits straight from the Triton
+    #                            `_dlogits_recompute_kernel`, cuBLAS for the gradient matmuls;
+    #                            "cublas": chunks of fp32 logits from cuBLAS, then
+    #                            `_dlogits_chunk_kernel`; "triton": the all-Triton gradient kernels
+    chunk_bytes: int = 0  # bytes of one backward chunk: of dz ("fused_dz"; 0 = 16 MiB) or of
+    #                       fp32 logits ("cublas"; 0 = 64 MiB). Smaller: less memory, more time.
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_v", "block_d"):
@@ -67,8 +79,11 @@ class TileConfig:
                 raise ValueError(f"TileConfig.{name}={size}: must be a power of two and >= 16")
         if self.split_v < 0:
             raise ValueError(f"TileConfig.split_v={self.split_v}: must be >= 0 (0 = automatic)")
-        if self.backward not in ("cublas", "triton"):
-            raise ValueError(f"TileConfig.backward={self.backward!r}: 'cublas' or 'triton'")
+        if self.chunk_bytes < 0:
+            raise ValueError(f"TileConfig.chunk_bytes={self.chunk_bytes}: must be >= 0 (0 = default)")
+        if self.backward not in ("cublas", "fused_dz", "triton"):
+            raise ValueError(f"TileConfig.backward={self.backward!r}: 'cublas', 'fused_dz' or "
+                             "'triton'")
 
 
 DEFAULT_TILES = TileConfig()
@@ -346,6 +361,38 @@ def _dlogits_chunk_kernel(
              dz.to(dz_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _dlogits_recompute_kernel(
+    h_ptr, w_ptr, dz_ptr, targets_ptr, lse_ptr, mean_z_ptr, g_logp_ptr, g_entropy_ptr,
+    N, V_CHUNK, COL_OFFSET, D, stride_h, stride_w, stride_dz, inv_temp,
+    WITH_ENTROPY: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """dz[rows, cols] = dL/dlogits for vocabulary columns COL_OFFSET .. COL_OFFSET + V_CHUNK, for
+    the "fused_dz" backward: the logits tile is recomputed in registers (as in the forward) and
+    only dz is written, in the input dtype. Nothing of size [N, chunk] in fp32 is ever stored."""
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    local_cols = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+    row_ok = rows < N
+    col_ok = local_cols < V_CHUNK
+    cols = local_cols + COL_OFFSET  # vocabulary ids: rows of W, and compared with the targets
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
+    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
+    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if WITH_ENTROPY:
+        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
+        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, D, stride_h, stride_w,
+                     inv_temp, BLOCK_N, BLOCK_V, BLOCK_D, UPCAST, PRECISION)
+    dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
+                       WITH_ENTROPY)
+    tl.store(dz_ptr + rows[:, None] * stride_dz + local_cols[None, :],
+             dz.to(dz_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
 # ----------------------------------------------------------------------------------------------
 # Host side: launches and the autograd Function
 # ----------------------------------------------------------------------------------------------
@@ -371,10 +418,25 @@ def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a @ b).float()
 
 
-def _chunk_cols(n: int, v: int, tiles: TileConfig) -> int:
-    """Vocabulary columns per backward chunk, so that one chunk of fp32 logits [n, cols] takes
-    about `tiles.chunk_bytes`; a multiple of 128 when that large, for aligned matmuls."""
-    cols = max(1, min(v, tiles.chunk_bytes // (4 * n)))
+def _add_mm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b for an fp32 `acc`, in place: no [rows(a), cols(b)] temporary where cuBLAS can
+    take bf16 operands with an fp32 output (CUDA); elsewhere through a temporary."""
+    if a.dtype != torch.float32 and acc.is_cuda:
+        try:
+            torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+            return
+        except (TypeError, RuntimeError):  # older torch: no out_dtype
+            pass
+    acc += _mm_fp32(a, b)
+
+
+def _chunk_cols(n: int, v: int, tiles: TileConfig, element_bytes: int = 4) -> int:
+    """Vocabulary columns per backward chunk, so that one chunk [n, cols] of `element_bytes`-sized
+    values takes about `tiles.chunk_bytes`; a multiple of 128 when that large, for aligned matmuls."""
+    # Defaults measured on an H200: "fused_dz" at 16 MiB is near Liger's memory and still fast;
+    # "cublas" slows down sharply below 64 MiB chunks of fp32 logits (21 ms vs 7.6 at N = 8192).
+    chunk_bytes = tiles.chunk_bytes or (1 << 24 if tiles.backward == "fused_dz" else 1 << 26)
+    cols = max(1, min(v, chunk_bytes // (element_bytes * n)))
     return cols - cols % 128 if 128 <= cols < v else cols
 
 
@@ -473,7 +535,37 @@ def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, in
             grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
                 else dz.T @ hidden
         if need_hidden:
-            grad_h32 += _mm_fp32(dz, w_c)
+            _add_mm_fp32_(grad_h32, dz, w_c)
+    return None if grad_h32 is None else grad_h32.to(hidden.dtype), grad_weight
+
+
+def _backward_fused_dz(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
+                       with_entropy, need_hidden, need_weight, tiles: TileConfig):
+    """As `_backward_cublas`, but `_dlogits_recompute_kernel` computes each chunk's logits tile by
+    tile in registers and writes only dz, in the input dtype: per chunk it holds [N, chunk] bf16
+    values instead of fp32 logits plus bf16 dz, at the price of a Triton matmul for the logits."""
+    n, d = hidden.shape
+    v = weight.shape[0]
+    chunk = _chunk_cols(n, v, tiles, element_bytes=hidden.element_size())
+    grad_h32 = torch.zeros(n, d, device=hidden.device, dtype=torch.float32) if need_hidden else None
+    grad_weight = torch.empty_like(weight) if need_weight else None
+    for start in range(0, v, chunk):
+        stop = min(start + chunk, v)
+        w_c = weight[start:stop]
+        dz = torch.empty(n, stop - start, device=hidden.device, dtype=hidden.dtype)
+        grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(stop - start, tiles.block_v))
+        _dlogits_recompute_kernel[grid](
+            hidden, weight, dz, targets, lse, mean_z, g_logp, g_entropy,
+            n, stop - start, start, d, hidden.stride(0), weight.stride(0), dz.stride(0), inv_temp,
+            WITH_ENTROPY=with_entropy,
+            BLOCK_N=tiles.block_n, BLOCK_V=tiles.block_v, BLOCK_D=tiles.block_d,
+            num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
+        )
+        if need_weight:
+            grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
+                else dz.T @ hidden
+        if need_hidden:
+            _add_mm_fp32_(grad_h32, dz, w_c)
     return None if grad_h32 is None else grad_h32.to(hidden.dtype), grad_weight
 
 
@@ -515,8 +607,9 @@ class FusedLinearLogprobs(torch.autograd.Function):
             num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
         )
         inv_temp = 1.0 / ctx.temperature
-        if tiles.backward == "cublas":
-            return (*_backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
+        if tiles.backward in ("cublas", "fused_dz"):
+            scheme = _backward_cublas if tiles.backward == "cublas" else _backward_fused_dz
+            return (*scheme(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
                                       inv_temp, ctx.with_entropy, ctx.needs_input_grad[0],
                                       ctx.needs_input_grad[1], tiles),
                     None, None, None, None, None, None, None)
