@@ -16,6 +16,8 @@ Every number comes with a bootstrap interval, because a win rate on a few hundre
   and reports σ(θ): the win rate the judge would give if both responses had the same length.
 * ``mt_bench``: each prompt is answered, then followed up ("Are you sure?") in a second turn; each
   turn is scored 1–10 (MT-Bench). The default scorer maps the gold utility to 1–10.
+* ``fit_temperature``: temperature scaling of a reward model's P(a ≻ b) = σ(Δr / T), fitted on
+  held-out pairs (the calibration fix used for classifiers, Guo et al. 2017).
 * ``arena_leaderboard``: Chatbot-Arena ratings. A Bradley–Terry model is fitted on the pairwise
   battles (``rlhf_mini.theory.bradley_terry.fit_bradley_terry``), bootstrapped over battles, and
   put on the Elo scale: rating = 400/ln 10 · s + 1000.
@@ -54,6 +56,36 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def fit_temperature(margins: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
+    """Temperature scaling for a Bradley–Terry reward model (Guo et al. 2017, for pairs).
+
+    `margins` are r(chosen) − r(rejected) on calibration pairs that the model was not trained on.
+    Returns the T that minimises the pairwise log-loss  (1/n) Σ log(1 + exp(−margin_i / T)), so
+    that σ(Δr / T) is the calibrated P(a ≻ b). T > 1 means the model was overconfident; T < 1,
+    too timid. The loss is convex in 1/T, so a golden-section search over log T finds the minimum.
+    """
+    margins = np.asarray(margins, dtype=float)
+    if margins.ndim != 1 or len(margins) == 0:
+        raise ValueError(f"margins must be a non-empty 1-D array, got shape {margins.shape}")
+    if not np.isfinite(margins).all():
+        raise ValueError(f"margins has {int((~np.isfinite(margins)).sum())} non-finite values")
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low}, high={high}")
+
+    def loss(log_t: float) -> float:
+        return float(np.mean(np.logaddexp(0.0, -margins / math.exp(log_t))))
+
+    a, b = math.log(low), math.log(high)
+    golden = (math.sqrt(5) - 1) / 2
+    for _ in range(100):  # shrinks the bracket by 0.618 per step: far below 1e-9 in log T
+        c, d = b - golden * (b - a), a + golden * (b - a)
+        if loss(c) < loss(d):
+            b = d
+        else:
+            a = c
+    return math.exp((a + b) / 2)
 
 
 def bootstrap_mean(outcomes: np.ndarray, n_boot: int = 1000, seed: int = 0,

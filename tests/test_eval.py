@@ -7,6 +7,7 @@ from rlhf_mini.eval import (
     arena_leaderboard,
     bootstrap_mean,
     fit_length_controlled,
+    fit_temperature,
     gold_battles,
     gold_win_rate,
     judge_win_rate,
@@ -125,3 +126,21 @@ def test_gold_battles_and_mt_bench():
 
     scores = mt_bench(world, oracle, prompts, n_boot=50)
     assert scores["turn1"] > 6 and scores["turn2"] == pytest.approx(scores["turn1"])
+
+
+def test_fit_temperature_recovers_the_overconfidence_factor():
+    # Pairs whose true P(a ≻ b) = σ(Δ); the model reports margins 3Δ (overconfident) or Δ/2.
+    rng = np.random.default_rng(0)
+    true_margin = rng.normal(0.0, 1.5, 20_000)
+    a_wins = rng.random(true_margin.size) < 1 / (1 + np.exp(-true_margin))
+    chosen_minus_rejected = np.where(a_wins, true_margin, -true_margin)
+    assert abs(fit_temperature(3.0 * chosen_minus_rejected) / 3.0 - 1) < 0.05
+    assert abs(fit_temperature(0.5 * chosen_minus_rejected) / 0.5 - 1) < 0.05
+    assert abs(fit_temperature(chosen_minus_rejected) - 1) < 0.05
+
+
+def test_fit_temperature_rejects_bad_margins():
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_temperature(np.array([]))
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_temperature(np.array([1.0, np.nan]))
