@@ -181,6 +181,23 @@ def _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_
     return dz * inv_temp
 
 
+@triton.jit
+def _load_row_inputs(rows, row_ok, targets_ptr, lse_ptr, g_logp_ptr, mean_z_ptr, g_entropy_ptr,
+                     WITH_ENTROPY: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What every backward kernel reads per row: the target id, the forward's logsumexp, the
+    upstream gradient of log p(target) and, with the entropy, E_p[z] and its upstream gradient
+    (zeros without)."""
+    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
+    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
+    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if WITH_ENTROPY:
+        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
+        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    return targets, lse, g_logp, mean_z, g_entropy
+
+
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
@@ -257,14 +274,9 @@ def _grad_hidden_kernel(
     pid = tl.program_id(0)
     rows = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     row_ok = rows < N
-    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
-    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
-    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if WITH_ENTROPY:
-        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
-        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    targets, lse, g_logp, mean_z, g_entropy = _load_row_inputs(
+        rows, row_ok, targets_ptr, lse_ptr, g_logp_ptr, mean_z_ptr, g_entropy_ptr,
+        WITH_ENTROPY, BLOCK_N)
 
     for v0 in range(0, V, BLOCK_V):
         cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
@@ -305,14 +317,9 @@ def _grad_weight_kernel(
     for n0 in range(0, N, BLOCK_N):
         rows = (n0 + tl.arange(0, BLOCK_N)).to(tl.int64)
         row_ok = rows < N
-        targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
-        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-        g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
-        mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
-        g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
-        if WITH_ENTROPY:
-            mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
-            g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+        targets, lse, g_logp, mean_z, g_entropy = _load_row_inputs(
+            rows, row_ok, targets_ptr, lse_ptr, g_logp_ptr, mean_z_ptr, g_entropy_ptr,
+        WITH_ENTROPY, BLOCK_N)
         z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, D, stride_h, stride_w,
                          inv_temp, BLOCK_N, BLOCK_V, BLOCK_D, UPCAST, PRECISION)
         dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
@@ -345,14 +352,9 @@ def _dlogits_chunk_kernel(
     col_ok = local_cols < V_CHUNK
     cols = local_cols + COL_OFFSET  # vocabulary ids, compared with the targets
     ok = row_ok[:, None] & col_ok[None, :]
-    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
-    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
-    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if WITH_ENTROPY:
-        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
-        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    targets, lse, g_logp, mean_z, g_entropy = _load_row_inputs(
+        rows, row_ok, targets_ptr, lse_ptr, g_logp_ptr, mean_z_ptr, g_entropy_ptr,
+        WITH_ENTROPY, BLOCK_N)
     raw = tl.load(z_ptr + rows[:, None] * stride_z + local_cols[None, :], mask=ok, other=0.0)
     z = tl.where(col_ok[None, :], raw.to(tl.float32) * inv_temp, float("-inf"))
     dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
@@ -377,14 +379,9 @@ def _dlogits_recompute_kernel(
     row_ok = rows < N
     col_ok = local_cols < V_CHUNK
     cols = local_cols + COL_OFFSET  # vocabulary ids: rows of W, and compared with the targets
-    targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
-    lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
-    g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
-    mean_z = tl.zeros([BLOCK_N], dtype=tl.float32)
-    g_entropy = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if WITH_ENTROPY:
-        mean_z = tl.load(mean_z_ptr + rows, mask=row_ok, other=0.0)
-        g_entropy = tl.load(g_entropy_ptr + rows, mask=row_ok, other=0.0)
+    targets, lse, g_logp, mean_z, g_entropy = _load_row_inputs(
+        rows, row_ok, targets_ptr, lse_ptr, g_logp_ptr, mean_z_ptr, g_entropy_ptr,
+        WITH_ENTROPY, BLOCK_N)
     z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, D, stride_h, stride_w,
                      inv_temp, BLOCK_N, BLOCK_V, BLOCK_D, UPCAST, PRECISION)
     dz = _dlogits_tile(z, cols, col_ok, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
@@ -503,65 +500,51 @@ def fused_forward(
     }
 
 
-def _backward_cublas(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
-                     with_entropy, need_hidden, need_weight, tiles: TileConfig):
-    """Gradients one chunk of vocabulary columns at a time: logits z = h·W[c]ᵀ (a cuBLAS matmul),
-    dz = dL/dz in place of z (Triton), then grad_W[c] = dzᵀ·h and grad_h += dz·W[c] (matmuls).
+def _backward_chunked(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
+                      with_entropy, need_hidden, need_weight, tiles: TileConfig):
+    """The "fused_dz" and "cublas" backwards: one chunk c of vocabulary columns at a time, dz =
+    dL/dz for the chunk, then grad_W[c] = dzᵀ·h and grad_h += dz·W[c] (cuBLAS matmuls).
+
+    "fused_dz": `_dlogits_recompute_kernel` computes the chunk's logits tile by tile in registers
+    and writes only dz, in the input dtype. "cublas": a cuBLAS matmul writes the chunk's fp32
+    logits z = h·W[c]ᵀ and `_dlogits_chunk_kernel` turns them into dz, one more [N, chunk] buffer.
 
     Chunking the vocabulary rather than the rows means each chunk finishes its rows of grad_W in
     one matmul (written once, in the weight's dtype), and the only running sum is grad_h, [N, D]
-    in fp32. Peak extra memory: one chunk of fp32 logits, plus the gradients themselves."""
+    in fp32. Peak extra memory: one chunk, plus the gradients themselves."""
     n, d = hidden.shape
     v = weight.shape[0]
-    chunk = _chunk_cols(n, v, tiles)
+    fused = tiles.backward == "fused_dz"
+    chunk = _chunk_cols(n, v, tiles, element_bytes=hidden.element_size() if fused else 4)
     grad_h32 = torch.zeros(n, d, device=hidden.device, dtype=torch.float32) if need_hidden else None
     grad_weight = torch.empty_like(weight) if need_weight else None
-    block_n, block_v = 16, 256
     for start in range(0, v, chunk):
         stop = min(start + chunk, v)
         w_c = weight[start:stop]
-        z = _mm_fp32(hidden, w_c.T)
-        # bf16 inputs: dz goes to a bf16 buffer for the tensor cores; fp32: overwrite z in place
-        dz = z if hidden.dtype == torch.float32 else torch.empty(z.shape, device=z.device,
-                                                                 dtype=hidden.dtype)
-        grid = (triton.cdiv(n, block_n), triton.cdiv(stop - start, block_v))
-        _dlogits_chunk_kernel[grid](
-            z, dz, targets, lse, mean_z, g_logp, g_entropy, n, stop - start, start, z.stride(0),
-            dz.stride(0), inv_temp, WITH_ENTROPY=with_entropy, BLOCK_N=block_n, BLOCK_V=block_v,
-            num_warps=4,
-        )
-        del z
+        if fused:
+            dz = torch.empty(n, stop - start, device=hidden.device, dtype=hidden.dtype)
+            grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(stop - start, tiles.block_v))
+            _dlogits_recompute_kernel[grid](
+                hidden, weight, dz, targets, lse, mean_z, g_logp, g_entropy,
+                n, stop - start, start, d, hidden.stride(0), weight.stride(0), dz.stride(0),
+                inv_temp, WITH_ENTROPY=with_entropy,
+                BLOCK_N=tiles.block_n, BLOCK_V=tiles.block_v, BLOCK_D=tiles.block_d,
+                num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
+            )
+        else:
+            z = _mm_fp32(hidden, w_c.T)
+            # bf16 inputs: dz goes to a bf16 buffer for the tensor cores; fp32: overwrite z in place
+            dz = z if hidden.dtype == torch.float32 else torch.empty(z.shape, device=z.device,
+                                                                     dtype=hidden.dtype)
+            block_n, block_v = 16, 256
+            grid = (triton.cdiv(n, block_n), triton.cdiv(stop - start, block_v))
+            _dlogits_chunk_kernel[grid](
+                z, dz, targets, lse, mean_z, g_logp, g_entropy, n, stop - start, start,
+                z.stride(0), dz.stride(0), inv_temp, WITH_ENTROPY=with_entropy,
+                BLOCK_N=block_n, BLOCK_V=block_v, num_warps=4,
+            )
+            del z
         if need_weight:  # the full sum over the N rows inside one matmul (fp32 accumulation)
-            grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
-                else dz.T @ hidden
-        if need_hidden:
-            _add_mm_fp32_(grad_h32, dz, w_c)
-    return None if grad_h32 is None else grad_h32.to(hidden.dtype), grad_weight
-
-
-def _backward_fused_dz(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, inv_temp,
-                       with_entropy, need_hidden, need_weight, tiles: TileConfig):
-    """As `_backward_cublas`, but `_dlogits_recompute_kernel` computes each chunk's logits tile by
-    tile in registers and writes only dz, in the input dtype: per chunk it holds [N, chunk] bf16
-    values instead of fp32 logits plus bf16 dz, at the price of a Triton matmul for the logits."""
-    n, d = hidden.shape
-    v = weight.shape[0]
-    chunk = _chunk_cols(n, v, tiles, element_bytes=hidden.element_size())
-    grad_h32 = torch.zeros(n, d, device=hidden.device, dtype=torch.float32) if need_hidden else None
-    grad_weight = torch.empty_like(weight) if need_weight else None
-    for start in range(0, v, chunk):
-        stop = min(start + chunk, v)
-        w_c = weight[start:stop]
-        dz = torch.empty(n, stop - start, device=hidden.device, dtype=hidden.dtype)
-        grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(stop - start, tiles.block_v))
-        _dlogits_recompute_kernel[grid](
-            hidden, weight, dz, targets, lse, mean_z, g_logp, g_entropy,
-            n, stop - start, start, d, hidden.stride(0), weight.stride(0), dz.stride(0), inv_temp,
-            WITH_ENTROPY=with_entropy,
-            BLOCK_N=tiles.block_n, BLOCK_V=tiles.block_v, BLOCK_D=tiles.block_d,
-            num_warps=tiles.num_warps, **_dot_options(hidden.dtype),
-        )
-        if need_weight:
             grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
                 else dz.T @ hidden
         if need_hidden:
@@ -608,10 +591,9 @@ class FusedLinearLogprobs(torch.autograd.Function):
         )
         inv_temp = 1.0 / ctx.temperature
         if tiles.backward in ("cublas", "fused_dz"):
-            scheme = _backward_cublas if tiles.backward == "cublas" else _backward_fused_dz
-            return (*scheme(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
-                                      inv_temp, ctx.with_entropy, ctx.needs_input_grad[0],
-                                      ctx.needs_input_grad[1], tiles),
+            return (*_backward_chunked(hidden, weight, targets, lse, mean_z, g_logp, g_entropy,
+                                       inv_temp, ctx.with_entropy, ctx.needs_input_grad[0],
+                                       ctx.needs_input_grad[1], tiles),
                     None, None, None, None, None, None, None)
         grad_hidden = grad_weight = None
         if ctx.needs_input_grad[0]:
