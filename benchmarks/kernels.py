@@ -20,6 +20,7 @@ torch.cuda.max_memory_allocated, on CPU from the process's VmHWM (reset through
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -69,7 +70,9 @@ def variants(device: str, sweep: bool = False) -> tuple[dict, list[str]]:
         "naive": lambda h, w, t: naive_linear_logprobs(h, w, t),
         "chunked": lambda h, w, t: linear_logprobs(h, w, t, backend="reference"),
     }
-    if device == "cuda":
+    if device == "cuda" and importlib.util.find_spec("triton") is None:
+        notes.append("triton is not installed: the fused kernels and Liger are not measured")
+    elif device == "cuda":
         from rlhf_mini.kernels.triton_kernels import TileConfig
 
         all_triton = TileConfig(backward="triton")

@@ -130,7 +130,7 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         # a small head keeps initial scores near 0, so early PPO rewards are on a sane scale
         nn.init.normal_(model.head.weight, std=1.0 / (lm.config.n_embd + 1) ** 0.5)
         nn.init.zeros_(model.head.bias)
-        return model
+        return model.to(lm.device)  # built on the CPU; it joins the language model's device
 
 
 def reference_copy(model: nn.Module) -> nn.Module:

@@ -170,7 +170,7 @@ def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, response_mask: tor
     rewards = torch.where(mask, -kl_coef * kl, torch.zeros_like(kl))
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (mask.long() * positions).argmax(1)
-    rewards[torch.arange(len(last)), last] += scores.to(rewards.dtype)
+    rewards[torch.arange(len(last), device=last.device), last] += scores.to(rewards.dtype)
     return rewards
 
 

@@ -42,6 +42,7 @@ must be set before it is first imported; `rlhf_mini.kernels` imports it lazily f
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -397,22 +398,34 @@ def _dot_options(dtype: torch.dtype) -> dict:
     return {"UPCAST": INTERPRET, "PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
 
 
-def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b with an fp32 result; bf16 inputs stay bf16 on the tensor cores (fp32 accumulate).
+@contextmanager
+def _ieee_fp32_matmuls():
+    """fp32 matmuls without TF32 inside the block, like the all-Triton kernels' "ieee" dots, so
+    that every scheme agrees with the reference to fp32 precision whatever the global setting."""
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
 
-    fp32 inputs get a true fp32 matmul (no TF32), like the all-Triton kernels' "ieee" dots, so
-    that both schemes agree with the reference to fp32 precision whatever the global setting."""
+
+def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with an fp32 result; bf16 inputs stay bf16 on the tensor cores (fp32 accumulate)."""
     if a.dtype == torch.float32:
-        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
+        with _ieee_fp32_matmuls():
             return a @ b
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     try:
         return torch.mm(a, b, out_dtype=torch.float32)
     except (TypeError, RuntimeError):  # older torch, or a device without out_dtype support
         return (a @ b).float()
+
+
+def _mm_into_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out = a @ b written straight into `out`, a slice of a larger gradient, so there is no
+    [rows, cols] temporary to copy from (bf16 inputs still accumulate in fp32 in cuBLAS)."""
+    with _ieee_fp32_matmuls():
+        torch.mm(a, b, out=out)
 
 
 def _add_mm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -545,8 +558,7 @@ def _backward_chunked(hidden, weight, targets, lse, mean_z, g_logp, g_entropy, i
             )
             del z
         if need_weight:  # the full sum over the N rows inside one matmul (fp32 accumulation)
-            grad_weight[start:stop] = _mm_fp32(dz.T, hidden) if dz.dtype == torch.float32 \
-                else dz.T @ hidden
+            _mm_into_(grad_weight[start:stop], dz.T, hidden)
         if need_hidden:
             _add_mm_fp32_(grad_h32, dz, w_c)
     return None if grad_h32 is None else grad_h32.to(hidden.dtype), grad_weight
