@@ -375,6 +375,38 @@ def reward_model(task: str = "assistant", profile: Profile | None = None
     return load_reward_checkpoint(reward_model_path(task, profile))
 
 
+def reward_model_on_pairs(pairs: Any, config: RewardConfig, profile: Profile | None = None,
+                          name: str = "pairs", progress: bool = True) -> ScalarHeadModel:
+    """Chapter 7's recipe on other pairs, cached by their content: a Bradley–Terry head on the
+    SFT policy's body for ``config.task``, seeded by ``config.seed``, trained on ``pairs``.
+
+    For chapters that compare reward models trained on different labels: each trains once, and a
+    rerun of the chapter loads it. Unlike ``reward_model`` it is not centred on SFT samples.
+    """
+    import hashlib
+
+    from rlhf_mini import losses, models, sft, zoo
+    from rlhf_mini.utils import set_seed
+
+    profile = profile or get_profile()
+    records = _as_records(pairs)
+
+    def build(folder: Path) -> None:
+        set_seed(config.seed)
+        policy, tok = sft.sft_policy(config.task, profile)
+        model = ScalarHeadModel.from_language_model(policy, seed=config.seed)
+        model, metrics = train_reward_model(config, model, tok, records, progress=progress)
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = {"sft": sft.sft_policy_path(config.task, profile).name, "pairs": digest, "n_pairs": len(records),
+           **asdict(config)}
+    folder = zoo.cached(f"reward-{name}-{profile.name}", key, [sys.modules[__name__], losses, models], build)
+    return load_reward_checkpoint(folder)[0]
+
+
 def reward_model_metrics(task: str = "assistant", profile: Profile | None = None) -> list[dict[str, Any]]:
     """The per-step metrics of the cached reward-model run (with held-out evaluations)."""
     return json.loads((reward_model_path(task, profile) / "metrics.json").read_text())

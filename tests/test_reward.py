@@ -96,3 +96,35 @@ def test_bad_input_raises(tiny_profile, tiny_tokenizer):
         train_reward_model(config(), model, no_pad, easy_pairs(4, 0), progress=False)
     with pytest.raises(ValueError, match="2 prompts but 1"):
         score_texts(model, tiny_tokenizer, get_world("assistant"), ["a", "b"], ["c"])
+
+
+def test_reward_model_on_pairs_trains_once_per_content(isolated_cache, monkeypatch, tiny_profile):
+    from rlhf_mini import reward
+
+    calls = []
+    real = reward.train_reward_model
+
+    def counting(cfg, model, tokenizer, pairs, **kw):
+        calls.append(len(pairs))
+        return real(cfg, model, tokenizer, pairs, **kw)
+
+    monkeypatch.setattr(reward, "train_reward_model", counting)
+    small = tiny_profile.replace(name="tiny", corpus_docs=200, pretrain_steps=2, pretrain_batch=4, pretrain_seq=16,
+                                 sft_steps=2, n_preference_pairs=8, batch_size=4)
+    cfg = config(steps=3, batch_size=4)
+    pairs = easy_pairs(8, 0)
+    first = reward.reward_model_on_pairs(pairs, cfg, small, name="test", progress=False)
+    again = reward.reward_model_on_pairs([dict(r) for r in pairs], cfg, small, name="test", progress=False)
+    assert calls == [8]  # the second call loads the first one's model
+    world = get_world("assistant")
+    prompts, responses = [r["prompt"] for r in pairs], [r["chosen"] for r in pairs]
+    from rlhf_mini.sft import sft_policy
+
+    _, tok = sft_policy("assistant", small)
+    np.testing.assert_array_equal(score_texts(first, tok, world, prompts, responses),
+                                  score_texts(again, tok, world, prompts, responses))
+    # other labels (the same pairs, chosen and rejected swapped) or another seed: a new model
+    swapped = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in pairs]
+    reward.reward_model_on_pairs(swapped, cfg, small, name="test", progress=False)
+    reward.reward_model_on_pairs(pairs, config(steps=3, batch_size=4, seed=1), small, name="test", progress=False)
+    assert calls == [8, 8, 8]
