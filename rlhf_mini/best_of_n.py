@@ -166,10 +166,20 @@ def best_of_n_expected(proxy: np.ndarray, n: int, values: np.ndarray | None = No
     ``proxy``: ``[P, M]`` selection scores; ``values``: ``[P, M]`` what to average (defaults to the
     proxy itself; pass gold rewards of the same samples to get the gold reward of BoN-by-proxy).
     Sorted by proxy, sample i (1-based) is the best of a uniformly random n-subset with probability
-    C(i−1, n−1)/C(M, n). Proxy ties are broken by pool order. Returns ``[P]``.
+    C(i−1, n−1)/C(M, n). Tied proxies are broken uniformly at random, in expectation: the tied
+    samples share their weights equally, so the estimate does not depend on the pool's order.
+    Returns ``[P]``.
     """
     proxy = _check_pool(proxy, n)
-    values = proxy if values is None else np.asarray(values, dtype=float).reshape(proxy.shape)
+    if values is None:
+        values = proxy
+    else:
+        values = np.asarray(values, dtype=float)
+        if values.shape != proxy.shape and values.shape != proxy.shape[1:]:
+            raise ValueError(f"values must have the proxy's shape {proxy.shape}, got {values.shape}")
+        values = values.reshape(proxy.shape)
+        if not np.isfinite(values).all():
+            raise ValueError("values contain NaN or infinity")
     m = proxy.shape[1]
     if n > m:
         raise ValueError(f"n = {n} needs a pool of at least n samples per prompt, got {m}")
@@ -180,5 +190,10 @@ def best_of_n_expected(proxy: np.ndarray, n: int, values: np.ndarray | None = No
     log_w[ok] = _log_binom(i[ok] - 1, n - 1) - _log_binom(np.array([m]), n)[0]
     weights = np.exp(log_w)
     order = np.argsort(proxy, axis=1, kind="stable")
+    sorted_proxy = np.take_along_axis(proxy, order, axis=1)
     sorted_values = np.take_along_axis(values, order, axis=1)
-    return sorted_values @ weights
+    row_weights = np.tile(weights, (proxy.shape[0], 1))
+    for row in np.flatnonzero((np.diff(sorted_proxy, axis=1) == 0).any(axis=1)):
+        _, level = np.unique(sorted_proxy[row], return_inverse=True)
+        row_weights[row] = (np.bincount(level, weights) / np.bincount(level))[level]
+    return (sorted_values * row_weights).sum(axis=1)

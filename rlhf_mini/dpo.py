@@ -22,8 +22,9 @@ Bradley–Terry probability of a comparison, which depends on reward differences
 * the implicit rewards β log π_θ/π_ref are logged with TRL's names: ``rewards/chosen``,
   ``rewards/rejected``, ``rewards/accuracies`` (fraction with chosen > rejected), ``rewards/margins``,
   and ``logps/chosen``, ``logps/rejected`` (the policy's summed log-probs);
-* dropout must be off (``models.make_config`` does it): at step 0, with π_θ = π_ref, every
-  per-pair loss is then exactly ln 2.
+* dropout is off (``models.make_config`` builds the course's models without it, and ``train_dpo``
+  switches it off in a loaded model): at step 0, with π_θ = π_ref, every per-pair loss is then
+  exactly ln 2.
 
 Nothing in the loss stops the chosen log-prob from falling: only the *difference* of log-ratios is
 pushed up, and with two similar answers the cheapest way is often to push both down, the rejected
@@ -49,6 +50,7 @@ from rlhf_mini.batch import TokenBatch, check_tokenizer, encode_pairs
 from rlhf_mini.config import Profile, get_device, get_profile
 from rlhf_mini.logprobs import sequence_logprobs
 from rlhf_mini.losses import DPO_LOSS_TYPES, dpo_loss
+from rlhf_mini.models import disable_dropout
 
 TRAINER_STATE = "trainer_state.pt"
 REF_LOGPS = "ref_logps.pt"
@@ -268,6 +270,7 @@ def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokeni
     if policy is ref_policy:
         raise ValueError("policy and ref_policy are the same object: pass models.reference_copy(policy)")
     device = next(policy.parameters()).device
+    disable_dropout(policy)  # with dropout on, the step-0 loss would not be ln 2 (π_θ = π_ref in eval mode)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start, metrics = 0, []
     if resume_from is not None:

@@ -133,6 +133,18 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         return model.to(lm.device)  # built on the CPU; it joins the language model's device
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout probability in ``model`` to 0, in place.
+
+    PPO's ratio and DPO's step-0 loss of ln 2 assume that the policy scores a sequence the same way
+    in train and eval mode; the course's models have no dropout (``make_config``), but a hub GPT-2
+    has 0.1 in three places."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def reference_copy(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model`` in eval mode: the π_ref that the KL penalty compares against."""
     ref = copy.deepcopy(model).eval()

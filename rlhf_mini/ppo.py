@@ -29,7 +29,11 @@ Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLH
   and standard deviation 1 (lm-human-preferences), measured once before training; the same
   rescaling is folded into the value head so that initial values are on the new scale.
 * A response that hits ``max_new_tokens`` without EOS has ``missing_eos_penalty`` subtracted
-  from its score: the RM never saw a cut-off answer, so its score on one means little.
+  from its score. The RM reads its score at the EOS that closes a response and was never trained
+  on a cut-off answer, so ``reward.score_texts`` scores the cut-off text with an EOS appended
+  (what it would be worth had it ended there) and the penalty is the price of not ending.
+* Dropout is switched off in the policy and value model (``models.disable_dropout``): the old
+  log-probs are taken in eval mode and the new ones in train mode, and ρ must be 1 at θ_old.
 * Advantages are whitened per rollout; the KL coefficient β is fixed or adapted (Ziegler's
   proportional controller).
 """
@@ -58,7 +62,7 @@ from rlhf_mini.losses import (
     ppo_value_loss,
     whiten,
 )
-from rlhf_mini.models import ScalarHeadModel
+from rlhf_mini.models import ScalarHeadModel, disable_dropout
 from rlhf_mini.sampling import generate
 
 ScoreFn = Callable[[list[str], list[str]], np.ndarray]
@@ -272,6 +276,9 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
     score_fn = score_fn or default_score_fn(reward_model, tokenizer, world)
     device = next(policy.parameters()).device
     ref_policy.eval()
+    # the ratio ρ compares train-mode log-probs with eval-mode ones: with dropout on it is not 1 at θ_old
+    disable_dropout(policy)
+    disable_dropout(value_model)
     params = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
     kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)

@@ -80,6 +80,21 @@ def test_best_of_n_expected_is_the_mean_over_all_subsets():
     np.testing.assert_allclose(best_of_n_expected(proxy, 7), proxy.max(1))
 
 
+def test_best_of_n_expected_with_ties_breaks_them_uniformly_and_ignores_pool_order():
+    rng = np.random.default_rng(3)
+    proxy = rng.integers(0, 3, size=(4, 7)).astype(float)  # discrete scores: many ties
+    gold = rng.normal(size=(4, 7))
+    for n in (2, 3, 5):
+        est = best_of_n_expected(proxy, n, gold)
+        for i in range(4):
+            # the best of each subset, ties broken uniformly: the mean gold of its tied maxima
+            exact = np.mean([np.mean([gold[i, j] for j in s if proxy[i, j] == max(proxy[i, list(s)])])
+                             for s in itertools.combinations(range(7), n)])
+            assert est[i] == pytest.approx(exact)
+        shuffled = rng.permutation(7)
+        np.testing.assert_allclose(best_of_n_expected(proxy[:, shuffled], n, gold[:, shuffled]), est)
+
+
 def test_best_of_n_expected_handles_large_pools():
     proxy = np.random.default_rng(2).normal(size=(2, 256))
     est = best_of_n_expected(proxy, 256)
@@ -90,6 +105,10 @@ def test_best_of_n_expected_handles_large_pools():
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="pool of at least"):
         best_of_n_expected(np.zeros((2, 4)), 5)
+    with pytest.raises(ValueError, match="proxy's shape"):
+        best_of_n_expected(np.zeros((2, 4)), 2, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="values contain NaN"):
+        best_of_n_expected(np.zeros((2, 4)), 2, np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="n must be"):
         measured_best_of_n_kl(np.zeros((2, 4)), 0)
     with pytest.raises(ValueError, match="NaN"):

@@ -138,6 +138,23 @@ def test_one_iteration_runs_and_changes_the_policy(tokenizer, world) -> None:
     assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), reference_copy(ref).parameters()))
 
 
+def test_dropout_is_switched_off_so_the_first_ratio_is_one(tokenizer, world) -> None:
+    policy, ref, rm, value = tiny_models(tokenizer)
+    policy.config.resid_pdrop = 0.1  # a hub GPT-2 has dropout 0.1; rebuild the model with it on
+    torch.manual_seed(0)
+    with_dropout = GPT2LMHeadModel(policy.config)
+    with_dropout.load_state_dict(policy.state_dict())
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in with_dropout.modules())
+    _, metrics = train_ppo(small_config(mini_batch=8), with_dropout, reference_copy(with_dropout),
+                           rm, value, tokenizer, world, world.prompts(16, seed=0), score_fn=length_score,
+                           progress=False)
+    assert all(m.p == 0 for m in with_dropout.modules() if isinstance(m, torch.nn.Dropout))
+    # one minibatch, scored at θ_old in train mode: without dropout ρ = 1 on every token (with
+    # dropout 0.1 this model measured approx_kl ≈ 1e-3 here)
+    assert metrics[0]["policy/approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert metrics[0]["policy/clipfrac"] == 0.0
+
+
 def test_training_is_deterministic(tokenizer, world) -> None:
     prompts = world.prompts(16, seed=0)
     runs = [train_ppo(small_config(n_iterations=2), *tiny_models(tokenizer), tokenizer, world,
