@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if task not in WORLDS:
         parser.error(f"--task must be one of {sorted(WORLDS)}, got {task!r}")
+    only = {"prm": "arithmetic", "rlaif": "assistant"}  # the verifiers' world; the constitution's world
+    if args.stage in only and task != only[args.stage]:
+        parser.error(f"the {args.stage} stage works on --task {only[args.stage]} only, got {task!r}")
+    if args.stage == "bon" and min(args.n) < 1:
+        parser.error(f"--n values must be >= 1, got {args.n}")
     info = run_stage(args.stage, task, args.profile, args.out, args)
     print(json.dumps({"stage": args.stage, "task": task, "out": str(args.out), **info}, indent=1))
     return 0

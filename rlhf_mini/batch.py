@@ -8,6 +8,7 @@ lengths, never from ``token != pad``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -44,25 +45,32 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
     """Tokenize prompt + response pairs into one left-padded batch.
 
     ``prompts`` are model-ready text (already formatted with the chat template where one applies).
-    Too-long pairs lose the start of the prompt first, then the end of the response.
+    A pair longer than ``max_length`` tokens keeps at most ``max_length − 1`` response tokens (the
+    end of a long response goes, EOS included) and the end of its prompt, with a warning.
     """
     check_tokenizer(tokenizer)
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if not prompts:
         raise ValueError("empty batch: no prompts given")
-    rows, resp_lens = [], []
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 (a prompt token and a response token), got {max_length}")
+    rows, resp_lens, truncated = [], [], 0
     for prompt, response in zip(prompts, responses):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         r = tokenizer(response, add_special_tokens=False)["input_ids"]
         if add_eos:
             r = r + [tokenizer.eos_token_id]
-        r = r[: max_length - 1]
-        p = p[-(max_length - len(r)):]
         if not p:
             raise ValueError(f"prompt {prompt!r} tokenizes to nothing; a response needs a prefix")
+        truncated += len(p) + len(r) > max_length
+        r = r[: max_length - 1]
+        p = p[-(max_length - len(r)):]
         rows.append(p + r)
         resp_lens.append(len(r))
+    if truncated:  # one constant message, so Python shows it once per call site rather than every batch
+        warnings.warn(f"prompt + response pairs longer than max_length = {max_length} tokens are being "
+                      "truncated (the end of the response, then the start of the prompt)", stacklevel=2)
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -76,11 +84,20 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: list[str], respons
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int) -> TokenBatch:
-    """Left-padded prompts alone (for generation); the response mask is all zero."""
+    """Left-padded prompts alone (for generation); the response mask is all zero.
+
+    A prompt longer than ``max_length`` tokens keeps its last ``max_length`` tokens (the ones next
+    to the response), with a warning."""
     check_tokenizer(tokenizer)
     if not prompts:
         raise ValueError("empty batch: no prompts given")
-    rows = [tokenizer(p, add_special_tokens=False)["input_ids"][-max_length:] for p in prompts]
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    full = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if any(len(r) > max_length for r in full):
+        warnings.warn(f"prompts longer than max_length = {max_length} tokens are losing their start",
+                      stacklevel=2)
+    rows = [r[-max_length:] for r in full]
     if any(not r for r in rows):
         raise ValueError("a prompt tokenizes to nothing; generation needs a prefix")
     width = max(len(r) for r in rows)

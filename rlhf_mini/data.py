@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from rlhf_mini.worlds import World, get_world
 REQUIRED_COLUMNS = {"prompt": str, "chosen": str, "rejected": str}
 OPTIONAL_COLUMNS = {"world": str, "labeler": str, "likert": int, "chosen_gold": float,
                     "rejected_gold": float, "chosen_flags": dict, "rejected_flags": dict}
+# the strength of a preference, stored from the chosen side: 1 = much better … 4 = slightly better
+LIKERT_MIN, LIKERT_MAX = 1, 4
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -87,8 +90,10 @@ def validate_preference_file(path: str | Path) -> int:
     """Check every line of a preference JSONL file; return the number of records.
 
     Raises ``PreferenceDataError`` with ``file:line: field ...`` for: a missing file, an empty
-    file, a line that is not UTF-8 or not a JSON object, a missing required column, or a column of
-    the wrong type. Blank lines are errors too: nothing is skipped silently.
+    file, a line that is not UTF-8 or not a JSON object, a field given twice, a missing required
+    column, a column of the wrong type, a gold value that is NaN or infinite, a ``likert`` outside
+    1–4, or identical chosen and rejected responses. Blank lines are errors too: nothing is
+    skipped silently.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,9 +112,11 @@ def validate_preference_file(path: str | Path) -> int:
         if not line.strip():
             raise PreferenceDataError(f"{where}: blank line; expected a JSON object")
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as err:
             raise PreferenceDataError(f"{where}: not valid JSON ({err.msg})") from None
+        except _DuplicateKey as err:
+            raise PreferenceDataError(f"{where}: field '{err.args[0]}' appears twice") from None
         if not isinstance(record, dict):
             raise PreferenceDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
         for field, kind in REQUIRED_COLUMNS.items():
@@ -122,10 +129,33 @@ def validate_preference_file(path: str | Path) -> int:
         for field, kind in OPTIONAL_COLUMNS.items():
             value = record.get(field)
             ok = value is None or isinstance(value, kind) or (kind is float and isinstance(value, int))
-            if not ok or (kind is int and isinstance(value, bool)):
+            if not ok or (kind in (int, float) and isinstance(value, bool)):
                 raise PreferenceDataError(f"{where}: field '{field}' must be {kind.__name__}, "
                                           f"got {type(value).__name__}")
+            if kind is float and value is not None and not math.isfinite(value):
+                raise PreferenceDataError(f"{where}: field '{field}' must be a finite number, got {value}")
+        likert = record.get("likert")
+        if likert is not None and not LIKERT_MIN <= likert <= LIKERT_MAX:
+            raise PreferenceDataError(f"{where}: field 'likert' must be from {LIKERT_MIN} (chosen much better) "
+                                      f"to {LIKERT_MAX} (chosen slightly better), got {likert}")
+        if record["chosen"] == record["rejected"]:
+            raise PreferenceDataError(f"{where}: fields 'chosen' and 'rejected' are identical; "
+                                      "a comparison needs two different responses")
     return len(raw_lines)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` keeps the last of two equal keys without a word; a preference line must not."""
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
+    return record
 
 
 def load_preferences(path: str | Path):

@@ -376,11 +376,14 @@ def preference_pairs(task: str, n: int, split: str = "train") -> list[dict[str, 
     from rlhf_mini.data import DATA_DIR, load_preferences, make_preference_pairs
     from rlhf_mini.worlds import get_world
 
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     path = DATA_DIR / f"{task}_prefs_{split}.jsonl"
-    if path.is_file():
-        rows = check_pairs(load_preferences(path))
-    else:
-        rows = check_pairs(make_preference_pairs(get_world(task), n, seed=0, split=split))
+    if not path.is_file():
+        return check_pairs(make_preference_pairs(get_world(task), n, seed=0, split=split))
+    rows = check_pairs(load_preferences(path))
+    if n > len(rows):
+        raise ValueError(f"{path}: asked for {n} pairs, but the file has {len(rows)}")
     return rows[:n]
 
 

@@ -94,6 +94,9 @@ def bootstrap_mean(outcomes: np.ndarray, n_boot: int = 1000, seed: int = 0,
     outcomes = np.asarray(outcomes, dtype=float)
     if outcomes.ndim != 1 or outcomes.size == 0:
         raise ValueError(f"outcomes must be a non-empty 1-D array, got shape {outcomes.shape}")
+    bad = np.flatnonzero(~np.isfinite(outcomes))
+    if bad.size:
+        raise ValueError(f"outcomes must be finite; entry {bad[0]} is {outcomes[bad[0]]}")
     _check_boot(n_boot, level)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, outcomes.size, size=(n_boot, outcomes.size))

@@ -18,6 +18,7 @@ always write the ``prompt``/``chosen``/``rejected`` format that ``data.load_pref
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -165,10 +166,16 @@ class LabelStore:
         if not records:
             raise LabelError(f"{self.path}: the store holds no labels; nothing to export")
         path = Path(path)
+        store_files = {self.path.resolve(), *(Path(f"{self.path.resolve()}{s}") for s in ("-wal", "-shm", "-journal"))}
+        if path.resolve() in store_files:
+            raise LabelError(f"{path}: that is the label store's own database; export to another file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as fh:
+        # write beside the target, then rename: a crash mid-export never leaves a half-written file
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
             for record in records:
                 fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        os.replace(tmp, path)
         return path
 
     def close(self) -> None:

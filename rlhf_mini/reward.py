@@ -95,7 +95,11 @@ class RewardConfig:
 
 def _as_records(pairs: Any) -> list[dict[str, Any]]:
     """A list of dicts from a list of dicts or a ``datasets.Dataset``; checks the columns."""
-    records = [dict(r) for r in pairs]
+    records = []
+    for i, r in enumerate(pairs):
+        if not isinstance(r, dict):
+            raise ValueError(f"preference pair {i}: expected a dict, got {type(r).__name__}")
+        records.append(dict(r))
     if not records:
         raise ValueError("no preference pairs given: need records with 'prompt', 'chosen', 'rejected'")
     for i, r in enumerate(records):

@@ -15,12 +15,13 @@ Everything is a plain ipywidgets control, so code can drive it exactly as a pers
 from __future__ import annotations
 
 import html
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
 
-from rlhf_mini.labelstore import FLAGS, PROMPT_QUALITY, LabelStore
+from rlhf_mini.labelstore import FLAGS, PROMPT_QUALITY, LabelError, LabelStore
 
 LIKERT_OPTIONS = [
     ("1 · A much better", 1), ("2 · A better", 2), ("3 · A slightly better", 3), ("4 · A marginally better", 4),
@@ -39,9 +40,16 @@ class LabelingWidget:
         if not items:
             raise ValueError("no items to label: pass a non-empty list of {'prompt', 'response_a', 'response_b'}")
         for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"item {i}: expected a dict with 'prompt', 'response_a', 'response_b', "
+                                 f"got {type(item).__name__}")
             for key in ("prompt", "response_a", "response_b"):
-                if not isinstance(item.get(key), str):
-                    raise ValueError(f"item {i}: field '{key}' is missing or not a string")
+                if not isinstance(item.get(key), str) or not item[key].strip():
+                    raise ValueError(f"item {i}: field '{key}' is missing, not a string or blank")
+            if item["response_a"] == item["response_b"]:
+                raise ValueError(f"item {i}: response_a and response_b are identical; a comparison needs two")
+        if not isinstance(labeler, str) or not labeler.strip():
+            raise ValueError(f"labeler must be a non-empty name, got {labeler!r}")
         self.store = store
         self.items = list(items)
         self.labeler = labeler
@@ -100,10 +108,16 @@ class LabelingWidget:
             self.message.value = "<span style='color:#b00'>Pick a rating from 1 to 8 first.</span>"
             return
         item = self.items[self.index]
-        label_id = self.store.add_label(
-            prompt=item["prompt"], response_a=item["response_a"], response_b=item["response_b"],
-            likert=int(self.likert.value), labeler=self.labeler, prompt_quality=self.prompt_quality.value,
-            notes=self.notes.value, **{f: bool(getattr(self, f).value) for f in FLAGS})
+        try:
+            label_id = self.store.add_label(
+                prompt=item["prompt"], response_a=item["response_a"], response_b=item["response_b"],
+                likert=int(self.likert.value), labeler=self.labeler, prompt_quality=self.prompt_quality.value,
+                notes=self.notes.value, **{f: bool(getattr(self, f).value) for f in FLAGS})
+        except (LabelError, sqlite3.Error) as error:
+            # a button callback's exception only reaches a log; show it where the labeler looks
+            self.message.value = (f"<span style='color:#b00'>Item {self.index + 1} was not saved: "
+                                  f"{html.escape(str(error))}</span>")
+            return
         self.saved_ids.append(label_id)
         self.message.value = f"Saved label #{label_id}."
         self.index += 1

@@ -40,6 +40,9 @@ def test_rlaif_stage_labels_with_the_judge(tmp_path):
     (["sft", "--task", "chess", "--out", "x"], "--task must be one of"),
     (["fly", "--out", "x"], "invalid choice"),
     (["sft"], "the following arguments are required: --out"),
+    (["rlaif", "--task", "sentiment", "--out", "x"], "works on --task assistant only"),
+    (["prm", "--task", "assistant", "--out", "x"], "works on --task arithmetic only"),
+    (["bon", "--n", "0", "4", "--out", "x"], "--n values must be >= 1"),
 ])
 def test_bad_arguments_are_clear(args, message):
     result = run_cli(*args)

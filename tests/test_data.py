@@ -66,6 +66,14 @@ def _write(tmp_path, lines: list[bytes]):
         ([b"[1, 2]"], r"bad.jsonl:1: expected a JSON object"),
         ([json.dumps(GOOD).encode(), b"", json.dumps(GOOD).encode()], r"bad.jsonl:2: blank line"),
         ([json.dumps({**GOOD, "likert": "3"}).encode()], r"bad.jsonl:1: field 'likert' must be int"),
+        ([json.dumps(GOOD).encode(), json.dumps({**GOOD, "likert": 9}).encode()],
+         r"bad.jsonl:2: field 'likert' must be from 1"),
+        ([json.dumps({**GOOD, "likert": True}).encode()], r"bad.jsonl:1: field 'likert' must be int, got bool"),
+        ([json.dumps({**GOOD, "chosen_gold": float("nan")}).encode()],
+         r"bad.jsonl:1: field 'chosen_gold' must be a finite number"),
+        ([json.dumps({**GOOD, "rejected_gold": True}).encode()], r"bad.jsonl:1: field 'rejected_gold' must be float"),
+        ([b'{"prompt": "p", "chosen": "a", "chosen": "z", "rejected": "b"}'], r"bad.jsonl:1: field 'chosen' appears twice"),
+        ([json.dumps({**GOOD, "rejected": GOOD["chosen"]}).encode()], r"bad.jsonl:1: fields 'chosen' and 'rejected' are identical"),
     ],
 )
 def test_bad_preference_files_name_file_line_and_field(tmp_path, lines, message):

@@ -93,6 +93,15 @@ def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, pair
     torch.testing.assert_close(full.ref_logps["chosen"], resumed.ref_logps["chosen"])
 
 
+def test_preference_pairs_never_returns_fewer_than_asked():
+    from rlhf_mini.dpo import preference_pairs
+
+    with pytest.raises(ValueError, match="asked for 5000 pairs, but the file has 2000"):
+        preference_pairs("sentiment", 5000)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        preference_pairs("sentiment", 0)
+
+
 def test_bad_input_raises(tiny_policy, tiny_tokenizer, pairs, tmp_path):
     world = get_world("sentiment")
     ref = reference_copy(tiny_policy)

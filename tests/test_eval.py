@@ -48,6 +48,8 @@ def test_win_rate_bad_input():
         gold_win_rate(world, ["a"], ["x"], ["y"], n_boot=0)
     with pytest.raises(ValueError, match="probabilities"):
         judge_win_rate(lambda p, a, b: 2.0, ["a"], ["x"], ["y"])
+    with pytest.raises(ValueError, match="entry 1 is nan"):
+        bootstrap_mean(np.array([1.0, np.nan, 0.0]))
 
 
 def test_length_controlled_removes_length_bias():

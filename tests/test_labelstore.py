@@ -137,3 +137,30 @@ def test_widget_bad_items():
         LabelingWidget(None, [])
     with pytest.raises(ValueError, match="response_b"):
         LabelingWidget(None, [{"prompt": "p", "response_a": "a"}])
+
+
+def test_widget_shows_a_store_error_instead_of_losing_it(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    w = LabelingWidget(store, ITEMS, labeler="alice")
+    store.close()  # the store cannot take the label: the error must reach the labeler, not a log
+    w.likert.value = 2
+    w.submit.click()
+    assert w.index == 0 and "not saved" in w.message.value
+
+
+def test_widget_rejects_items_the_store_would_refuse():
+    with pytest.raises(ValueError, match="identical"):
+        LabelingWidget(None, [{"prompt": "p", "response_a": "same", "response_b": "same"}])
+    with pytest.raises(ValueError, match="expected a dict"):
+        LabelingWidget(None, ["p"])
+    with pytest.raises(ValueError, match="labeler"):
+        LabelingWidget(None, ITEMS, labeler=" ")
+
+
+def test_export_refuses_to_overwrite_the_store(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    store = LabelStore(path)
+    store.add_label(prompt="p", response_a="a", response_b="b", likert=1, labeler="x")
+    with pytest.raises(LabelError, match="own database"):
+        store.export_jsonl(path)
+    assert len(LabelStore(path)) == 1

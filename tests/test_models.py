@@ -51,6 +51,17 @@ def test_encode_pairs_masks_response_and_eos(tiny_tokenizer):
         encode_prompts(tiny_tokenizer, [], 64)
 
 
+def test_truncation_is_announced_and_max_length_checked(tiny_tokenizer):
+    prompt, response = "Review: The movie was", " great. The actors were great. The plot was great."
+    with pytest.warns(UserWarning, match="max_length = 8 tokens are being truncated"):
+        batch = encode_pairs(tiny_tokenizer, [prompt], [response], 8)
+    assert batch.input_ids.shape[1] == 8 and int(batch.response_mask.sum()) == 7
+    with pytest.warns(UserWarning, match="losing their start"):
+        assert encode_prompts(tiny_tokenizer, [prompt], 2).input_ids.shape == (1, 2)
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        encode_pairs(tiny_tokenizer, [prompt], [response], 1)
+
+
 def test_tokenizer_without_pad_is_a_clear_error(tiny_tokenizer):
     tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
     with pytest.raises(ValueError, match="no pad token"):

@@ -87,6 +87,8 @@ def test_bad_input_raises(tiny_profile, tiny_tokenizer):
         train_reward_model(config(), model, tiny_tokenizer, [], progress=False)
     with pytest.raises(ValueError, match="'rejected'"):
         train_reward_model(config(), model, tiny_tokenizer, [{"prompt": "a", "chosen": "b"}], progress=False)
+    with pytest.raises(ValueError, match="pair 1: expected a dict, got str"):
+        train_reward_model(config(), model, tiny_tokenizer, [easy_pairs(1, 0)[0], "a"], progress=False)
     with pytest.raises(ValueError, match="likert"):
         train_reward_model(config(margin=1.0), model, tiny_tokenizer,
                            [{"prompt": "a", "chosen": "b", "rejected": "c"}], progress=False)
