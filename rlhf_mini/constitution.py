@@ -340,6 +340,9 @@ def ai_label_pairs(judge: ConstitutionalJudge, records: list[dict[str, Any]],
     Each output record keeps its metadata (gold values are swapped along with the responses) and
     gains ``ai_prob`` = P_AI(chosen ≻ rejected) and ``labeler`` = ``"ai"``.
     """
+    from rlhf_mini.dpo import check_pairs
+
+    check_pairs(records)  # names the first bad record and field
     out = []
     for r in records:
         a, b = r["chosen"], r["rejected"]
@@ -361,6 +364,13 @@ def ai_label_pairs(judge: ConstitutionalJudge, records: list[dict[str, Any]],
 
 def label_agreement(records: list[dict[str, Any]]) -> dict[str, float]:
     """How often ``chosen`` really has higher gold utility (pairs with equal gold left out)."""
+    if not records:
+        raise ValueError("no records given: agreement needs pairs with 'chosen_gold' and 'rejected_gold'")
+    for i, r in enumerate(records):
+        for key in ("chosen_gold", "rejected_gold"):
+            value = r.get(key) if isinstance(r, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"record {i}: field '{key}' is missing or not a finite number, got {value!r}")
     gap = np.array([r["chosen_gold"] - r["rejected_gold"] for r in records])
     decided = gap != 0
     if not decided.any():

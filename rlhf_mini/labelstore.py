@@ -87,9 +87,13 @@ class LabelStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; each write below opens and commits its own
         self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")  # a committed label survives power loss too
-        self._conn.executescript(SCHEMA)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")  # a committed label survives power loss too
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            self._conn.close()
+            raise LabelError(f"{self.path}: not a label store ({error})") from None
 
     # -- writing -------------------------------------------------------------------------------
     def add_label(self, *, prompt: str, response_a: str, response_b: str, likert: int, labeler: str = "anonymous",

@@ -82,6 +82,14 @@ def test_judge_bad_input():
         ConstitutionalJudge([POLITE]).probability("q", "a", "b", principle="honest")
     with pytest.raises(ValueError, match="undefined"):
         label_agreement([{"chosen_gold": 1.0, "rejected_gold": 1.0}])
+    with pytest.raises(ValueError, match="no records"):
+        label_agreement([])
+    with pytest.raises(ValueError, match="record 1: field 'rejected_gold'"):
+        label_agreement([{"chosen_gold": 1.0, "rejected_gold": 0.0}, {"chosen_gold": 1.0, "rejected_gold": float("nan")}])
+    with pytest.raises(ValueError, match="pair 0: field 'prompt'"):
+        ai_label_pairs(ConstitutionalJudge([POLITE]), [{"chosen": "a", "rejected": "b"}])
+    with pytest.raises(ValueError, match="no preference pairs"):
+        ai_label_pairs(ConstitutionalJudge([POLITE]), [])
 
 
 def test_lm_confidence_runs_on_a_tiny_model(world):

@@ -164,3 +164,10 @@ def test_export_refuses_to_overwrite_the_store(tmp_path):
     with pytest.raises(LabelError, match="own database"):
         store.export_jsonl(path)
     assert len(LabelStore(path)) == 1
+
+
+def test_a_file_that_is_not_a_label_store_is_named(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(LabelError, match="notes.sqlite: not a label store"):
+        LabelStore(path)
