@@ -303,7 +303,7 @@ def arena_leaderboard(battles: Sequence[tuple[str, str, float]], policy_names: S
     ``battles`` are ``(policy_a, policy_b, outcome)`` with outcome 1 (a wins), 0 (b wins) or 0.5.
     A small ridge ``l2`` keeps ratings finite when a policy never loses (set 0 for the plain MLE).
     Returns one row per policy, best first: ``policy``, ``elo``, ``ci_low``, ``ci_high``,
-    ``battles``, ``win_rate``.
+    ``battles``, ``win_rate``. A policy without battles has no rating: NaN, listed last.
     """
     _check_boot(n_boot, level)
     a, b, o = _battle_arrays(battles, policy_names)
@@ -325,7 +325,9 @@ def arena_leaderboard(battles: Sequence[tuple[str, str, float]], policy_names: S
         "battles": played,
         "win_rate": np.divide(wins, played, out=np.full(n, np.nan), where=played > 0),
     })
-    return table.sort_values("elo", ascending=False).reset_index(drop=True)
+    # the ridge would pin an unplayed policy at exactly ELO_BASE with a zero-width interval
+    table.loc[played == 0, ["elo", "ci_low", "ci_high"]] = np.nan
+    return table.sort_values("elo", ascending=False, na_position="last").reset_index(drop=True)
 
 
 def gold_battles(world: World, prompts: Sequence[str], responses: dict[str, Sequence[str]],

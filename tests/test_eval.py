@@ -104,6 +104,13 @@ def test_arena_bad_input():
         arena_leaderboard([], ["a", "b"])
 
 
+def test_arena_gives_a_policy_without_battles_no_rating():
+    table = arena_leaderboard([("a", "b", 1), ("a", "b", 0), ("a", "b", 1)], ["a", "b", "idle"], n_boot=50)
+    idle = table[table.policy == "idle"].iloc[0]
+    assert idle.battles == 0 and np.isnan(idle.elo) and np.isnan(idle.ci_low) and np.isnan(idle.win_rate)
+    assert list(table.policy) == ["a", "b", "idle"]
+
+
 def test_gold_battles_and_mt_bench():
     world = get_world("assistant")
     prompts = world.prompts(20, seed=3)
