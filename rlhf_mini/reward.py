@@ -153,7 +153,11 @@ def evaluate_reward_model(reward_model: ScalarHeadModel, tokenizer: PreTrainedTo
     gap = c - r
     result = {"accuracy": float(np.mean(gap > 0)), "margin": float(np.mean(gap)),
               "loss": float(np.mean(np.logaddexp(0.0, -gap)))}
-    if all(x.get("chosen_gold") is not None for x in records):
+    has_gold = [x.get("chosen_gold") is not None and x.get("rejected_gold") is not None for x in records]
+    if any(has_gold) and not all(has_gold):
+        raise ValueError(f"preference pair {has_gold.index(False)}: no 'chosen_gold'/'rejected_gold', "
+                         "while other pairs have them; gold_accuracy needs them on every pair")
+    if all(has_gold):
         gold_gap = np.array([x["chosen_gold"] - x["rejected_gold"] for x in records])
         decided = gold_gap != 0
         result["gold_accuracy"] = float(np.mean((gap[decided] > 0) == (gold_gap[decided] > 0)))

@@ -98,6 +98,9 @@ def test_bad_input_raises(tiny_profile, tiny_tokenizer):
         train_reward_model(config(), model, no_pad, easy_pairs(4, 0), progress=False)
     with pytest.raises(ValueError, match="2 prompts but 1"):
         score_texts(model, tiny_tokenizer, get_world("assistant"), ["a", "b"], ["c"])
+    partly_gold = [dict(easy_pairs(1, 0)[0], chosen_gold=1.0, rejected_gold=0.0), easy_pairs(1, 1)[0]]
+    with pytest.raises(ValueError, match="pair 1: no 'chosen_gold'"):
+        evaluate_reward_model(model, tiny_tokenizer, get_world("assistant"), partly_gold)
 
 
 def test_reward_model_on_pairs_trains_once_per_content(isolated_cache, monkeypatch, tiny_profile):
