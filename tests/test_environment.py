@@ -38,3 +38,25 @@ def test_required_dependencies_are_pinned():
                      "ipywidgets", "nbval", "tqdm", "pytest"]:
         assert required in names, required
         assert "<" in names[required] and ">=" in names[required], f"{required} needs a tested range"
+
+
+def test_constraints_pin_every_dependency_inside_its_range():
+    """``make`` installs with ``-c constraints.txt``: the tested versions, each allowed by pyproject."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for number, line in enumerate((ROOT / "constraints.txt").read_text().splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt line {number}: {line!r} is not name==version"
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        if name in ("torch", "triton"):  # installed by the Makefile's TORCH_INSTALL, CPU or CUDA build
+            assert name not in pins
+            continue
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement.specifier}"
