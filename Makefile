@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # CPU build by default: quick to install and enough for every chapter's cpu profile.
 # On a GPU machine:  make lab TORCH_INSTALL="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_INSTALL ?= torch==2.13.0
+# The library versions the course is tested with; the chapters' figures come from them.
+# `make lab CONSTRAINTS=` takes the newest releases the pyproject ranges allow (Python 3.10 needs it).
+CONSTRAINTS ?= constraints.txt
 LAB_ARGS ?=
 CELL_TIMEOUT ?= 600
 STAMP := $(VENV)/.installed
@@ -15,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(VENV)) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_INSTALL)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS),) -e ".[dev]"
 	@touch $(STAMP)
 
 # JupyterLab refuses to run as root unless told; containers often run as root.

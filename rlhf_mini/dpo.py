@@ -456,7 +456,7 @@ def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompt
 
 
 def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                    loss_type: str = "sigmoid", rounds: int = 1) -> Path:
+                    loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> Path:
     """The folder of the cached DPO policy (built from the SFT policy on first use).
 
     ``rounds`` > 1 is iterative DPO: round k starts from round k − 1's policy, which also serves as
@@ -467,8 +467,8 @@ def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, bet
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     profile = profile or get_profile()
-    config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type)
-    previous = dpo_policy_path(task, profile, beta, loss_type, rounds - 1) if rounds > 1 else None
+    config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type, seed=seed)
+    previous = dpo_policy_path(task, profile, beta, loss_type, rounds - 1, seed) if rounds > 1 else None
     start = previous.name if previous is not None else sft.sft_policy_path(task, profile).name
     # ~1,600 prompts per round on the cpu profile; ties are dropped, ~90 % remain
     n_prompts = int(profile.n_preference_pairs * 0.8)
@@ -487,16 +487,17 @@ def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, bet
 
 
 def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-               loss_type: str = "sigmoid", rounds: int = 1):
+               loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0):
     """The DPO policy for ``task`` and its tokenizer (cached): the SFT policy trained with DPO on
-    gold-labelled pairs of its own samples (``on_policy_pairs``), for ``rounds`` rounds."""
-    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type, rounds))
+    gold-labelled pairs of its own samples (``on_policy_pairs``), for ``rounds`` rounds. ``seed``
+    picks the prompts, the sampled pairs and the minibatch order."""
+    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type, rounds, seed))
 
 
 def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                loss_type: str = "sigmoid", rounds: int = 1) -> list[dict[str, Any]]:
+                loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """The per-step metrics of the cached DPO run (of its last round)."""
-    return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds) / "metrics.json").read_text())
+    return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds, seed) / "metrics.json").read_text())
 
 
 __all__ = ["DPOConfig", "DPOResult", "dpo_batch_loss", "dpo_metrics", "dpo_policy", "evaluate_policy",
