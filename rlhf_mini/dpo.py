@@ -69,8 +69,8 @@ class DPOConfig:
     """ε of conservative DPO: labels are assumed flipped with probability ε (sigmoid only)"""
     lr: float = 1e-4
     """peak AdamW learning rate. On the assistant world's on-policy pairs, 3e-4 over-optimises by
-    150 steps (garbled sentences rise, the gold win rate over SFT fell to 0.56); 1e-4 gave 0.63, 0.73
-    and 0.65 on seeds 0-2"""
+    150 steps (garbled sentences rise, the gold win rate over SFT fell to 0.56); 1e-4 gave 0.69, 0.72
+    and 0.68 on seeds 0-2 (``dpo_policy(seed=...)``)"""
     steps: int = 150
     """optimizer steps (one minibatch each)"""
     batch_size: int = 32
