@@ -186,3 +186,23 @@ def test_dpo_policy_rounds_must_be_positive():
 
     with pytest.raises(ValueError, match="rounds"):
         dpo_policy_path("assistant", rounds=0)
+
+
+def test_dpo_policy_seed_reaches_every_round(monkeypatch, tmp_path):
+    """``seed`` picks a different artifact, and round 2 starts from round 1 of the same seed."""
+    from rlhf_mini import dpo, sft, zoo
+
+    keys = []
+
+    def fake_cached(name, config, modules, build):
+        keys.append(config)
+        return tmp_path / f"{name}-round{config['round']}-seed{config['seed']}"
+
+    monkeypatch.setattr(zoo, "cached", fake_cached)
+    monkeypatch.setattr(sft, "sft_policy_path", lambda task, profile: tmp_path / "sft")
+    default = dpo.dpo_policy_path("assistant", rounds=1)
+    assert keys[-1]["seed"] == 0
+    seeded = dpo.dpo_policy_path("assistant", rounds=2, seed=3)
+    assert [k["seed"] for k in keys[-2:]] == [3, 3]
+    assert keys[-1]["start"].endswith("round1-seed3")
+    assert seeded != default
