@@ -8,7 +8,7 @@
     python -m rlhf_mini dpo    --task assistant --out runs/dpo --beta 0.5 --loss-type sigmoid
     python -m rlhf_mini prm    --out runs/prm            (arithmetic; also trains the ORM)
     python -m rlhf_mini rlaif  --out runs/rlaif
-    python -m rlhf_mini eval   --task assistant --out runs/eval
+    python -m rlhf_mini eval   --task assistant --out runs/eval   (ranks the policies of all the stages)
 
 Each writes ``metrics.json`` into ``--out``; training stages also write their checkpoint there
 (``save_pretrained``: load it with ``rlhf_mini.models.load_pretrained(out)``, or
@@ -62,10 +62,10 @@ def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: 
 
         return _copy_artifact(reward_model_path(task, profile), out)
     if stage == "ppo":
-        from rlhf_mini.ppo import _ppo_path
+        from rlhf_mini.ppo import CHAPTER_RECIPE, _ppo_path
 
         overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
-        return _copy_artifact(_ppo_path(task, profile, overrides), out)
+        return _copy_artifact(_ppo_path(task, profile, {**CHAPTER_RECIPE, **overrides}), out)
     if stage == "dpo":
         from rlhf_mini.dpo import dpo_policy_path
 
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=["cpu", "gpu"], default=None,
                         help="default: $RLHF_MINI_PROFILE, else gpu with CUDA and cpu without")
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the checkpoint")
-    parser.add_argument("--beta", type=float, default=0.5, help="dpo: the KL strength β")
-    parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo")
-    parser.add_argument("--kl-coef", type=float, default=None, help="ppo: initial KL coefficient")
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="bon: values of N")
+    parser.add_argument("--beta", type=float, default=0.5, help="dpo and eval: the KL strength β")
+    parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo and eval")
+    parser.add_argument("--kl-coef", type=float, default=None, help="ppo and eval: initial KL coefficient of chapter 9's adaptive recipe")
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="bon: values of N; eval: the largest is its best-of-N contestant")
     args = parser.parse_args(argv)
     task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
     from rlhf_mini.worlds import WORLDS

@@ -93,28 +93,52 @@ def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
     return _write(out, {"agreement": agreement, "n_pairs": len(labelled)})
 
 
-def eval_stage(task: str, profile: Profile, out: Path) -> dict:
-    """Gold win rates against SFT and an arena leaderboard over base, SFT and DPO."""
+def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:
+    """Every policy the other stages make, on one leaderboard, judged by the gold reward.
+
+    The contestants: base, SFT, PPO (the ``ppo`` stage's run: chapter 9's recipe, with the same
+    ``--kl-coef``), best-of-N under the reward model (N the largest ``--n``), rejection sampling
+    (chapter 10's recipe), DPO (the ``dpo`` stage's run, with the same ``--beta`` and
+    ``--loss-type``) and, on the assistant world, RLAIF. Those that are not cached yet are trained first. All of them answer
+    the same held-out prompts; the metrics hold each one's gold win rate against SFT with a
+    bootstrap interval, and the Bradley-Terry arena leaderboard of all pairwise gold battles.
+    """
     from rlhf_mini import zoo
+    from rlhf_mini.best_of_n import best_of_n, reward_model_scorer
     from rlhf_mini.dpo import dpo_policy
     from rlhf_mini.eval import arena_leaderboard, gold_battles, gold_win_rate
+    from rlhf_mini.ppo import CHAPTER_RECIPE, ppo_policy
+    from rlhf_mini.rejection_sampling import rs_policy
+    from rlhf_mini.reward import reward_model
+    from rlhf_mini.rlaif import rlaif_policy
     from rlhf_mini.sampling import generate
     from rlhf_mini.sft import sft_policy
     from rlhf_mini.worlds import get_world
 
     world = get_world(task)
     prompts = world.prompts(profile.n_eval_prompts, seed=0, split="test")
-    policies = {"base": zoo.base_model(profile), "sft": sft_policy(task, profile),
-                "dpo": dpo_policy(task, profile)}
-    responses = {}
-    for name, (model, tokenizer) in policies.items():
-        responses[name] = generate(model, tokenizer, [world.format_prompt(p) for p in prompts],
-                                   max_new_tokens=profile.max_new_tokens, seed=1).responses
+    ppo_overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
+    sft, tokenizer = sft_policy(task, profile)
+    policies = {"base": zoo.base_model(profile), "sft": (sft, tokenizer),
+                "ppo": ppo_policy(task, profile, **{**CHAPTER_RECIPE, **ppo_overrides}),
+                "rs": rs_policy(task, profile),
+                "dpo": dpo_policy(task, profile, beta=args.beta, loss_type=args.loss_type)}
+    if task == "assistant":  # the constitution is written for the assistant world
+        policies["rlaif"] = rlaif_policy(task, profile)
+    responses = {name: generate(model, tok, [world.format_prompt(p) for p in prompts],
+                                max_new_tokens=profile.max_new_tokens, seed=1).responses
+                 for name, (model, tok) in policies.items()}
+    n = max(args.n)
+    rm, rm_tokenizer = reward_model(task, profile)
+    responses[f"best-of-{n}"] = best_of_n(sft, tokenizer, world, prompts, n, reward_model_scorer(rm, rm_tokenizer, world),
+                                          max_new_tokens=profile.max_new_tokens, seed=2).responses
     win_rates = {name: gold_win_rate(world, prompts, responses[name], responses["sft"])
                  for name in responses if name != "sft"}
     board = arena_leaderboard(gold_battles(world, prompts, responses), list(responses))
-    print(board.to_string(index=False))
-    return _write(out, {"win_rate_vs_sft": win_rates, "leaderboard": board.to_dict(orient="records")})
+    board["gold"] = [float(world.gold_rewards(prompts, responses[name]).mean()) for name in board["policy"]]
+    print(board.round(3).to_string(index=False))
+    return _write(out, {"n_prompts": len(prompts), "win_rate_vs_sft": win_rates,
+                        "leaderboard": board.to_dict(orient="records")})
 
 
 def run(stage: str, task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:
@@ -125,5 +149,5 @@ def run(stage: str, task: str, profile: Profile, out: Path, args: argparse.Names
     if stage == "rlaif":
         return rlaif_stage(task, profile, out)
     if stage == "eval":
-        return eval_stage(task, profile, out)
+        return eval_stage(task, profile, out, args)
     raise ValueError(f"unknown stage {stage!r}")

@@ -36,6 +36,23 @@ def test_rlaif_stage_labels_with_the_judge(tmp_path):
     assert (tmp_path / "assistant_ai_labels.jsonl").is_file()
 
 
+def test_eval_stage_ranks_every_policy(tmp_path):
+    # trains the stages' policies into the shared cache when they are missing (a few minutes the
+    # first time); the chapters then reuse them
+    result = run_cli("eval", "--task", "assistant", "--profile", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    board = {row["policy"]: row for row in metrics["leaderboard"]}
+    assert set(board) == {"base", "sft", "ppo", "best-of-16", "rs", "dpo", "rlaif"}
+    elos = [row["elo"] for row in metrics["leaderboard"]]
+    assert elos == sorted(elos, reverse=True)
+    for name, win in metrics["win_rate_vs_sft"].items():
+        assert win["ci_low"] <= win["win_rate"] <= win["ci_high"], name
+    # every stage's policy beats the pretrained model it started from, by the gold reward
+    assert all(board[name]["elo"] > board["base"]["elo"] for name in board if name != "base")
+    assert all(metrics["win_rate_vs_sft"][name]["win_rate"] > 0.5 for name in ["ppo", "dpo", "best-of-16"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["sft", "--task", "chess", "--out", "x"], "--task must be one of"),
     (["fly", "--out", "x"], "invalid choice"),
