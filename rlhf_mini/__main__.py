@@ -20,26 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
+from rlhf_mini.cli_stages import copy_artifact
+
 STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "eval")
-
-
-def _copy_artifact(folder: Path, out: Path) -> dict:
-    """Copy a cached artifact's checkpoint and metrics into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    for item in folder.iterdir():
-        if item.name in ("DONE", "config.json.zoo"):
-            continue
-        target = out / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, target)
-    metrics_file = out / "metrics.json"
-    return {"artifact": folder.name, "metrics_file": str(metrics_file) if metrics_file.exists() else None}
 
 
 def _write_metrics(out: Path, metrics: object) -> Path:
@@ -56,25 +42,25 @@ def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: 
     if stage == "sft":
         from rlhf_mini.sft import sft_policy_path
 
-        return _copy_artifact(sft_policy_path(task, profile), out)
+        return copy_artifact(sft_policy_path(task, profile), out)
     if stage == "reward":
         from rlhf_mini.reward import reward_model_path
 
-        return _copy_artifact(reward_model_path(task, profile), out)
+        return copy_artifact(reward_model_path(task, profile), out)
     if stage == "ppo":
         from rlhf_mini.ppo import CHAPTER_RECIPE, _ppo_path
 
         overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
-        return _copy_artifact(_ppo_path(task, profile, {**CHAPTER_RECIPE, **overrides}), out)
+        return copy_artifact(_ppo_path(task, profile, {**CHAPTER_RECIPE, **overrides}), out)
     if stage == "dpo":
         from rlhf_mini.dpo import dpo_policy_path
 
-        return _copy_artifact(dpo_policy_path(task, profile, beta=args.beta, loss_type=args.loss_type), out)
+        return copy_artifact(dpo_policy_path(task, profile, beta=args.beta, loss_type=args.loss_type), out)
     if stage == "prm":
         from rlhf_mini.prm import verifier_path
 
-        info = _copy_artifact(verifier_path("prm", profile), out / "prm")
-        _copy_artifact(verifier_path("orm", profile), out / "orm")
+        info = copy_artifact(verifier_path("prm", profile), out / "prm")
+        copy_artifact(verifier_path("orm", profile), out / "orm")
         metrics = {kind: json.loads((out / kind / "metrics.json").read_text())
                    for kind in ("prm", "orm") if (out / kind / "metrics.json").exists()}
         _write_metrics(out, metrics)

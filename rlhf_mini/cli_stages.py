@@ -1,12 +1,14 @@
-"""The command-line stages that evaluate rather than load one cached artifact: bon, rs, rlaif, eval.
+"""The larger stages of ``python -m rlhf_mini``: bon, rs, rlaif and eval.
 
-Called by ``python -m rlhf_mini``; each returns a summary and writes ``metrics.json`` into ``out``.
+Each returns a summary and writes ``metrics.json`` into ``out``; a stage that trains a policy also
+copies that policy's cached zoo checkpoint there (``copy_artifact``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,21 @@ def _write(out: Path, metrics: Any) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     return {"metrics_file": str(out / "metrics.json")}
+
+
+def copy_artifact(folder: Path, out: Path) -> dict:
+    """Copy a cached artifact's checkpoint and metrics into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.name in ("DONE", "config.json.zoo"):
+            continue
+        target = out / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    metrics_file = out / "metrics.json"
+    return {"artifact": folder.name, "metrics_file": str(metrics_file) if metrics_file.exists() else None}
 
 
 def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> dict:
@@ -54,43 +71,36 @@ def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> di
 
 
 def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:
-    """Two rounds of rejection-sampling fine-tuning from the SFT policy under the reward model."""
-    from rlhf_mini.best_of_n import reward_model_scorer
-    from rlhf_mini.models import reference_copy
-    from rlhf_mini.rejection_sampling import RSConfig, train_rejection_sampling
-    from rlhf_mini.reward import reward_model
-    from rlhf_mini.sft import sft_policy
-    from rlhf_mini.worlds import get_world
+    """Rejection-sampling fine-tuning from the SFT policy under the reward model: chapter 10's recipe
+    (``rejection_sampling.CHAPTER_RECIPE``, two rounds of best-of-8), the policy ``eval`` ranks."""
+    from rlhf_mini.rejection_sampling import rs_policy_path
 
-    world = get_world(task)
-    policy, tokenizer = sft_policy(task, profile)
-    rm, _ = reward_model(task, profile)
-    result = train_rejection_sampling(RSConfig.from_profile(profile), policy, reference_copy(policy), tokenizer,
-                                      world, reward_model_scorer(rm, tokenizer, world))
-    out.mkdir(parents=True, exist_ok=True)
-    result.policy.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return _write(out, result.metrics)
+    return copy_artifact(rs_policy_path(task, profile), out)
 
 
 def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
-    """Relabel the shipped preference pairs with the constitutional AI judge; agreement with gold."""
-    from rlhf_mini.constitution import (
-        ConstitutionalJudge,
-        ai_label_pairs,
-        default_constitution,
-        label_agreement,
-    )
+    """The RLAIF policy, and how well its AI labeler agrees with gold.
+
+    Copies the cached RLAIF policy (DPO on the SFT policy's samples, labelled by chapter 13's
+    constitutional judge; ``rlaif.rlaif_policy``) with its DPO metrics into ``out``, then relabels
+    the shipped preference pairs with the same judge into ``{task}_ai_labels.jsonl``. ``metrics.json``
+    holds the DPO steps, the judge's agreement with gold on its own training pairs and on the
+    shipped pairs.
+    """
+    from rlhf_mini.constitution import ai_label_pairs, label_agreement
     from rlhf_mini.data import load_preferences, write_jsonl
     from rlhf_mini.reward import preference_file
+    from rlhf_mini.rlaif import ai_judge, rlaif_metrics, rlaif_policy_path
 
+    info = copy_artifact(rlaif_policy_path(task, profile), out)
     records = list(load_preferences(preference_file(task, "train")))
-    judge = ConstitutionalJudge(default_constitution())
-    labelled = ai_label_pairs(judge, records)
+    labelled = ai_label_pairs(ai_judge(profile), records)
     write_jsonl(labelled, out / f"{task}_ai_labels.jsonl")
-    agreement = label_agreement(labelled)
+    metrics = rlaif_metrics(task, profile)
+    agreement = {"policy_pairs": metrics["labels"], "shipped_pairs": label_agreement(labelled)}
     print(json.dumps(agreement, indent=1))
-    return _write(out, {"agreement": agreement, "n_pairs": len(labelled)})
+    _write(out, {"steps": metrics["steps"], "agreement": agreement, "n_pairs": len(labelled)})
+    return info
 
 
 def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:

@@ -28,12 +28,18 @@ def test_sft_stage_writes_metrics_and_checkpoint(tmp_path):
     assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
-def test_rlaif_stage_labels_with_the_judge(tmp_path):
+def test_rlaif_stage_writes_the_policy_and_the_judge_labels(tmp_path):
     result = run_cli("rlaif", "--task", "assistant", "--profile", "cpu", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["n_pairs"] == 2000 and 0.5 < metrics["agreement"]["agreement"] < 1.0
-    assert (tmp_path / "assistant_ai_labels.jsonl").is_file()
+    assert metrics["n_pairs"] == 2000
+    for pairs in ("policy_pairs", "shipped_pairs"):
+        assert 0.5 < metrics["agreement"][pairs]["agreement"] < 1.0, pairs
+    labels = (tmp_path / "assistant_ai_labels.jsonl").read_text().splitlines()
+    assert len(labels) == 2000 and json.loads(labels[0])["labeler"] == "ai"
+    assert len(metrics["steps"]) > 10 and "rewards/accuracies" in metrics["steps"][-1]
+    model, tokenizer = load_pretrained(tmp_path)
+    assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
 def test_eval_stage_ranks_every_policy(tmp_path):
