@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -51,6 +50,7 @@ from rlhf_mini.config import Profile, get_device, get_profile
 from rlhf_mini.logprobs import sequence_logprobs
 from rlhf_mini.losses import DPO_LOSS_TYPES, dpo_loss
 from rlhf_mini.models import disable_dropout
+from rlhf_mini.sft import batch_indices
 
 TRAINER_STATE = "trainer_state.pt"
 REF_LOGPS = "ref_logps.pt"
@@ -170,17 +170,6 @@ def precompute_ref_logps(ref_policy, tokenizer, world, pairs: list[dict[str, str
         out["rejected_tokens"].append(tokens[b:].float().cpu())
     ref_policy.train(was_training)
     return {k: torch.cat(v) for k, v in out.items()}
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
-    """The pair indices of minibatch ``step``: a fresh permutation each epoch.
-
-    A pure function of (step, seed), so a resumed run sees exactly the minibatches it would have.
-    """
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm if n < batch_size else perm[k * batch_size:(k + 1) * batch_size]
 
 
 def lr_at(step: int, config: DPOConfig) -> float:
