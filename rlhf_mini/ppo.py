@@ -34,6 +34,8 @@ Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLH
   (what it would be worth had it ended there) and the penalty is the price of not ending.
 * Dropout is switched off in the policy and value model (``models.disable_dropout``): the old
   log-probs are taken in eval mode and the new ones in train mode, and ρ must be 1 at θ_old.
+* Optionally (``whiten_token_rewards``, off by default as in lm-human-preferences), each rollout's
+  per-token rewards are rescaled to unit variance, keeping their mean, before GAE (TRL's option).
 * Advantages are whitened per rollout; the KL coefficient β is fixed or adapted (Ziegler's
   proportional controller).
 """
@@ -108,6 +110,9 @@ class PPOConfig:
     """rescale RM scores so that reference samples have mean 0, std 1"""
     norm_samples: int = 256
     """reference samples used to measure the RM's mean and std"""
+    whiten_token_rewards: bool = False
+    """also rescale each rollout's per-token rewards (KL terms + score) to unit variance, keeping
+    their mean, before GAE (``whiten(..., shift_mean=False)``; TRL's ``whiten_rewards``)"""
     whiten_advantages: bool = True
     """normalise advantages to mean 0, std 1 per rollout"""
     missing_eos_penalty: float | None = 1.0
@@ -325,6 +330,8 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
                          torch.zeros_like(old_logprobs))
         beta = kl_ctl.value
         rewards = per_token_rewards(kl, scores, mask, beta)
+        if config.whiten_token_rewards:
+            rewards = whiten(rewards, mask, shift_mean=False)
         advantages, returns = compute_gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
             advantages = whiten(advantages, mask)

@@ -138,6 +138,19 @@ def test_one_iteration_runs_and_changes_the_policy(tokenizer, world) -> None:
     assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), reference_copy(ref).parameters()))
 
 
+def test_whitening_token_rewards_changes_the_update_and_stays_finite(tokenizer, world) -> None:
+    prompts = world.prompts(16, seed=0)
+    policies = {}
+    for flag in (False, True):
+        policy, ref, rm, value = tiny_models(tokenizer)
+        _, metrics = train_ppo(small_config(whiten_token_rewards=flag), policy, ref, rm, value, tokenizer, world,
+                               prompts, score_fn=length_score, progress=False)
+        assert all(np.isfinite(v) for v in metrics[0].values() if isinstance(v, float))
+        policies[flag] = policy
+    # same rollout, same seeds: only the rescaled rewards can make the two updates differ
+    assert any(not torch.equal(a, b) for a, b in zip(policies[False].parameters(), policies[True].parameters()))
+
+
 def test_dropout_is_switched_off_so_the_first_ratio_is_one(tokenizer, world) -> None:
     policy, ref, rm, value = tiny_models(tokenizer)
     policy.config.resid_pdrop = 0.1  # a hub GPT-2 has dropout 0.1; rebuild the model with it on
