@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the checkpoint")
     parser.add_argument("--beta", type=float, default=0.5, help="dpo and eval: the KL strength β")
     parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo and eval")
-    parser.add_argument("--kl-coef", type=float, default=None, help="ppo and eval: initial KL coefficient of chapter 9's adaptive recipe")
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="bon: values of N; eval: the largest is its best-of-N contestant")
+    parser.add_argument("--kl-coef", type=float, default=None,
+                        help="ppo and eval: initial KL coefficient of chapter 9's adaptive recipe")
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16],
+                        help="bon: values of N; eval: the largest is its best-of-N contestant")
     args = parser.parse_args(argv)
     task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
     from rlhf_mini.worlds import WORLDS

@@ -109,9 +109,10 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     The contestants: base, SFT, PPO (the ``ppo`` stage's run: chapter 9's recipe, with the same
     ``--kl-coef``), best-of-N under the reward model (N the largest ``--n``), rejection sampling
     (chapter 10's recipe), DPO (the ``dpo`` stage's run, with the same ``--beta`` and
-    ``--loss-type``) and, on the assistant world, RLAIF. Those that are not cached yet are trained first. All of them answer
-    the same held-out prompts; the metrics hold each one's gold win rate against SFT with a
-    bootstrap interval, and the Bradley-Terry arena leaderboard of all pairwise gold battles.
+    ``--loss-type``) and, on the assistant world, RLAIF. Those not cached yet are trained first.
+    All of them answer the same held-out prompts; the metrics hold each one's gold win rate against
+    SFT with a bootstrap interval, and the Bradley-Terry arena leaderboard of all pairwise gold
+    battles.
     """
     from rlhf_mini import zoo
     from rlhf_mini.best_of_n import best_of_n, reward_model_scorer
@@ -140,7 +141,8 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
                  for name, (model, tok) in policies.items()}
     n = max(args.n)
     rm, rm_tokenizer = reward_model(task, profile)
-    responses[f"best-of-{n}"] = best_of_n(sft, tokenizer, world, prompts, n, reward_model_scorer(rm, rm_tokenizer, world),
+    rm_score = reward_model_scorer(rm, rm_tokenizer, world)
+    responses[f"best-of-{n}"] = best_of_n(sft, tokenizer, world, prompts, n, rm_score,
                                           max_new_tokens=profile.max_new_tokens, seed=2).responses
     win_rates = {name: gold_win_rate(world, prompts, responses[name], responses["sft"])
                  for name in responses if name != "sft"}
