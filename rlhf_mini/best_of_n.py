@@ -27,16 +27,23 @@ probability C(i−1, N−1)/C(M, N). Weighting any value (the proxy itself, or t
 same samples) with these probabilities is an unbiased estimate of its mean under BoN-N sampling
 (a U-statistic over all N-subsets of the pool), so one pool of 256 answers the question for every
 N ≤ 256 (Nakano et al. 2021, Gao et al. 2022).
+
+``best_of_n_sweep`` runs that measurement from a ``BestOfNConfig``: one pool per prompt, then the
+proxy, the gold reward of the proxy's pick and the KL, measured and analytic, for every N.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from rlhf_mini.config import Profile
 from rlhf_mini.sampling import best_of_n_kl, generate
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
@@ -47,8 +54,9 @@ def _log_binom(a: np.ndarray, b: int) -> np.ndarray:
     return np.array([math.lgamma(x + 1) - math.lgamma(b + 1) - math.lgamma(x - b + 1) for x in a])
 
 
-__all__ = ["BestOfNResult", "Scorer", "best_of_n", "best_of_n_expected", "best_of_n_kl", "gold_scorer",
-           "measured_best_of_n_kl", "reward_model_scorer", "sample_pool"]
+__all__ = ["BestOfNConfig", "BestOfNResult", "BestOfNSweep", "Scorer", "best_of_n", "best_of_n_expected",
+           "best_of_n_kl", "best_of_n_sweep", "gold_scorer", "load_best_of_n_sweep", "measured_best_of_n_kl",
+           "reward_model_scorer", "sample_pool"]
 
 
 def gold_scorer(world) -> Scorer:
@@ -197,3 +205,128 @@ def best_of_n_expected(proxy: np.ndarray, n: int, values: np.ndarray | None = No
         _, level = np.unique(sorted_proxy[row], return_inverse=True)
         row_weights[row] = (np.bincount(level, weights) / np.bincount(level))[level]
     return (sorted_values * row_weights).sum(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# A sweep over N from one pool
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N measured for several N at once, from one pool of samples per prompt."""
+
+    ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    """the values of N to report"""
+    pool_size: int = 64
+    """M samples per prompt; at least max(ns), and the estimates for N near M are the noisiest"""
+    n_prompts: int = 128
+    """held-out (test-split) prompts"""
+    max_new_tokens: int = 32
+    """longest sampled response"""
+    temperature: float = 1.0
+    """sampling temperature of the pool"""
+    top_k: int = 0
+    """top-k sampling of the pool (0: the full distribution, so the KL formulas hold)"""
+    batch_size: int = 256
+    """rows generated per batch"""
+    seed: int = 0
+    """seeds the prompts and the sampling"""
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **changes: Any) -> BestOfNConfig:
+        """Prompt count and generation length read from the profile; any field overridable."""
+        values: dict[str, Any] = {"n_prompts": min(profile.n_eval_prompts, 128),
+                                  "max_new_tokens": profile.max_new_tokens}
+        values.update(changes)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.ns = tuple(int(n) for n in self.ns)
+        if not self.ns or min(self.ns) < 1:
+            raise ValueError(f"BestOfNConfig.ns must be values >= 1, got {self.ns}")
+        if self.pool_size < max(self.ns):
+            raise ValueError(f"BestOfNConfig.pool_size ({self.pool_size}) must be at least the largest N "
+                             f"({max(self.ns)})")
+        for name in ("n_prompts", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BestOfNConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"BestOfNConfig.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class BestOfNSweep:
+    config: BestOfNConfig
+    prompts: list[str]
+    samples: list[list[str]]
+    """[P][M] the pool"""
+    proxy: np.ndarray
+    """[P, M] the scorer's value of every pooled sample"""
+    gold: np.ndarray
+    """[P, M] the world's gold reward of every pooled sample"""
+    metrics: list[dict[str, float]]
+    """one row per N: ``n``, ``proxy``, ``gold``, ``kl_measured``, ``kl_analytic``"""
+
+    def save(self, folder: str | Path) -> Path:
+        """``metrics.json`` and the pool with its scores as ``pool.jsonl`` (one line per prompt)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({"config": asdict(self.config), "rows": self.metrics},
+                                                        indent=1))
+        with open(folder / "pool.jsonl", "w") as f:
+            for prompt, row, proxy, gold in zip(self.prompts, self.samples, self.proxy, self.gold):
+                f.write(json.dumps({"prompt": prompt, "responses": row, "proxy": proxy.tolist(),
+                                    "gold": gold.tolist()}) + "\n")
+        return folder
+
+
+def _sweep_metrics(proxy: np.ndarray, gold: np.ndarray, ns: tuple[int, ...]) -> list[dict[str, float]]:
+    return [{"n": n, "proxy": float(best_of_n_expected(proxy, n).mean()),
+             "gold": float(best_of_n_expected(proxy, n, gold).mean()),
+             "kl_measured": measured_best_of_n_kl(proxy, n), "kl_analytic": best_of_n_kl(n)} for n in ns]
+
+
+def best_of_n_sweep(config: BestOfNConfig, policy, tokenizer, world, scorer: Scorer, *,
+                    prompts: list[str] | None = None, progress: bool = True) -> BestOfNSweep:
+    """Sample a pool of ``config.pool_size`` per prompt, score it, and measure best-of-N for each N.
+
+    The proxy and gold columns are the unbiased pool estimates (``best_of_n_expected``) of the
+    proxy score and the gold reward of the proxy's pick; ``kl_measured`` is ``measured_best_of_n_kl``
+    on the proxy scores. ``prompts`` defaults to ``config.n_prompts`` test-split prompts.
+    """
+    if prompts is None:
+        prompts = world.prompts(config.n_prompts, seed=config.seed, split="test")
+    samples = sample_pool(policy, tokenizer, world, prompts, config.pool_size, max_new_tokens=config.max_new_tokens,
+                          temperature=config.temperature, top_k=config.top_k, batch_size=config.batch_size,
+                          seed=config.seed, progress=progress)
+    flat_prompts = [p for p in prompts for _ in range(config.pool_size)]
+    flat_responses = [r for row in samples for r in row]
+    proxy = np.asarray(scorer(flat_prompts, flat_responses), dtype=float)
+    if proxy.shape != (len(flat_prompts),):
+        raise ValueError(f"scorer returned shape {proxy.shape}, expected ({len(flat_prompts)},)")
+    proxy = proxy.reshape(len(prompts), config.pool_size)
+    gold = np.asarray(world.gold_rewards(flat_prompts, flat_responses), dtype=float).reshape(proxy.shape)
+    return BestOfNSweep(config, list(prompts), samples, proxy, gold, _sweep_metrics(proxy, gold, config.ns))
+
+
+def load_best_of_n_sweep(folder: str | Path) -> BestOfNSweep:
+    """Read back what ``BestOfNSweep.save`` wrote; the metrics are recomputed from the pool."""
+    folder = Path(folder)
+    config = BestOfNConfig(**json.loads((folder / "metrics.json").read_text())["config"])
+    prompts, samples, proxy, gold = [], [], [], []
+    with open(folder / "pool.jsonl") as f:
+        for line_no, line in enumerate(f, 1):
+            row = json.loads(line)
+            for key in ("prompt", "responses", "proxy", "gold"):
+                if key not in row:
+                    raise ValueError(f"{folder / 'pool.jsonl'}, line {line_no}: missing field {key!r}")
+            if not len(row["responses"]) == len(row["proxy"]) == len(row["gold"]) == config.pool_size:
+                raise ValueError(f"{folder / 'pool.jsonl'}, line {line_no}: 'responses', 'proxy' and 'gold' "
+                                 f"must each have pool_size = {config.pool_size} entries")
+            prompts.append(row["prompt"])
+            samples.append(row["responses"])
+            proxy.append(row["proxy"])
+            gold.append(row["gold"])
+    proxy_arr, gold_arr = np.array(proxy, dtype=float), np.array(gold, dtype=float)
+    return BestOfNSweep(config, prompts, samples, proxy_arr, gold_arr, _sweep_metrics(proxy_arr, gold_arr, config.ns))

@@ -12,8 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rlhf_mini.config import Profile
 
 
@@ -39,35 +37,26 @@ def copy_artifact(folder: Path, out: Path) -> dict:
 
 
 def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> dict:
-    """Best-of-N from the SFT policy under the reward model: proxy, gold and KL for each N."""
-    from rlhf_mini.best_of_n import (
-        best_of_n_expected,
-        measured_best_of_n_kl,
-        reward_model_scorer,
-        sample_pool,
-    )
+    """Best-of-N from the SFT policy under the reward model: proxy, gold and KL for each N.
+
+    A ``BestOfNConfig`` sweep with a pool of twice the largest N; ``out`` gets ``metrics.json``
+    and the scored pool (``pool.jsonl``).
+    """
+    from rlhf_mini.best_of_n import BestOfNConfig, best_of_n_sweep, reward_model_scorer
     from rlhf_mini.reward import reward_model
-    from rlhf_mini.sampling import best_of_n_kl
     from rlhf_mini.sft import sft_policy
     from rlhf_mini.worlds import get_world
 
     world = get_world(task)
     policy, tokenizer = sft_policy(task, profile)
-    rm, _ = reward_model(task, profile)
-    prompts = world.prompts(min(profile.n_eval_prompts, 128), seed=0, split="test")
-    pool_size = max(ns) * 2
-    samples = sample_pool(policy, tokenizer, world, prompts, pool_size, max_new_tokens=profile.max_new_tokens)
-    flat_p = [p for p in prompts for _ in range(pool_size)]
-    flat_r = [r for row in samples for r in row]
-    proxy = np.asarray(reward_model_scorer(rm, tokenizer, world)(flat_p, flat_r)).reshape(len(prompts), -1)
-    gold = world.gold_rewards(flat_p, flat_r).reshape(len(prompts), -1)
-    rows = [{"n": n, "proxy": float(best_of_n_expected(proxy, n).mean()),
-             "gold": float(best_of_n_expected(proxy, n, gold).mean()),
-             "kl_measured": measured_best_of_n_kl(proxy, n), "kl_analytic": best_of_n_kl(n)} for n in ns]
-    for row in rows:
+    rm, rm_tokenizer = reward_model(task, profile)
+    config = BestOfNConfig.from_profile(profile, ns=tuple(ns), pool_size=2 * max(ns))
+    sweep = best_of_n_sweep(config, policy, tokenizer, world, reward_model_scorer(rm, rm_tokenizer, world))
+    for row in sweep.metrics:
         print(f"N={row['n']:>3}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}  "
               f"KL {row['kl_measured']:.3f} (analytic {row['kl_analytic']:.3f})")
-    return _write(out, rows)
+    sweep.save(out)
+    return {"metrics_file": str(out / "metrics.json")}
 
 
 def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:

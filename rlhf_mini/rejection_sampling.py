@@ -17,6 +17,10 @@ rounds; a ``keep_per_prompt`` > 1 or more prompts per round are the knobs here).
 Metrics per round, measured on held-out prompts with a fresh sample from the policy after that
 round's SFT: the proxy (reward-model) score, the gold reward, and the KL from the reference
 (the starting policy), estimated as the mean of log π(y|x) − log π_ref(y|x) over y ~ π.
+
+Checkpoints are per round: each round's prompts, samples and SFT minibatches are seeded by
+(seed, round), so a run resumed from the end of round k repeats exactly what round k + 1 of the
+uninterrupted run would have done.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from rlhf_mini.best_of_n import Scorer, best_of_n
@@ -110,6 +115,44 @@ def select_best(prompts: list[str], samples: list[list[str]], scores: np.ndarray
     return kept
 
 
+RS_STATE = "rs_state.json"
+
+
+def save_rs_checkpoint(folder: str | Path, policy, tokenizer, config: RSConfig, metrics: list[dict[str, Any]],
+                       datasets: list[list[dict[str, Any]]]) -> Path:
+    """Write the policy after the last finished round (``save_pretrained``), its tokenizer, the
+    metrics and kept examples so far, the config and the torch RNG state."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / RS_STATE).write_text(json.dumps({"round": len(datasets), "config": asdict(config),
+                                               "metrics": metrics, "datasets": datasets}))
+    torch.save(torch.get_rng_state(), folder / "torch_rng.pt")
+    return folder
+
+
+def _load_rs_checkpoint(folder: str | Path, policy, config: RSConfig) -> tuple[list, list]:
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / RS_STATE).is_file():
+        raise ValueError(f"{folder}: not a rejection-sampling checkpoint (no {RS_STATE})")
+    state = json.loads((folder / RS_STATE).read_text())
+    saved = state["config"]
+    # every field but the round count shapes the rounds already run; a different one would splice two runs
+    changed = sorted(k for k, v in asdict(config).items() if k != "rounds" and saved.get(k) != v)
+    if changed:
+        raise ValueError(f"{folder / RS_STATE}: field(s) {changed} differ from the run being resumed "
+                         f"(saved {[saved.get(k) for k in changed]}, now {[getattr(config, k) for k in changed]})")
+    if state["round"] > config.rounds:
+        raise ValueError(f"{folder / RS_STATE}: the checkpoint is after round {state['round']}, "
+                         f"past config.rounds = {config.rounds}")
+    policy.load_state_dict(AutoModelForCausalLM.from_pretrained(str(folder)).state_dict())
+    torch.set_rng_state(torch.load(folder / "torch_rng.pt"))
+    return state["metrics"], state["datasets"]
+
+
 def _evaluate(policy, ref_policy, tokenizer, world, scorer: Scorer, prompts: list[str], config: RSConfig,
               seed: int) -> dict[str, float]:
     ev = evaluate_policy(policy, ref_policy, tokenizer, world, prompts, max_new_tokens=config.max_new_tokens,
@@ -119,21 +162,28 @@ def _evaluate(policy, ref_policy, tokenizer, world, scorer: Scorer, prompts: lis
 
 
 def train_rejection_sampling(config: RSConfig, policy, ref_policy, tokenizer, world, scorer: Scorer, *,
+                             checkpoint_dir: str | Path | None = None, resume_from: str | Path | None = None,
                              progress: bool = True) -> RSResult:
     """Run ``config.rounds`` rounds of best-of-N selection under ``scorer`` followed by SFT.
 
     ``ref_policy`` (a frozen copy of the starting policy) is used for the KL measurement only.
     Returns the policy, per-round metrics (``rm``, ``gold``, ``kl``, ``length`` on held-out prompts;
     ``rm/samples``, ``rm/kept``, ``gold/samples``, ``gold/kept`` on the round's candidates;
-    ``sft/loss``) and the kept examples.
+    ``sft/loss``, ``sft/first_loss``) and the kept examples. With ``checkpoint_dir`` the state after
+    each round k is saved to ``checkpoint_dir/round-k``; ``resume_from`` (such a folder) continues
+    the run from the next round, with the same config (``rounds`` may grow).
     """
     if policy is ref_policy:
         raise ValueError("policy and ref_policy are the same object: pass models.reference_copy(policy)")
     eval_prompts = world.prompts(config.n_eval_prompts, seed=config.seed + 10_000, split="test")
-    metrics = [{"round": 0, **_evaluate(policy, ref_policy, tokenizer, world, scorer, eval_prompts, config,
-                                        config.seed + 20_000)}]
-    datasets = []
-    for k in tqdm(range(1, config.rounds + 1), desc="rejection sampling", disable=not progress, leave=False):
+    if resume_from is not None:
+        metrics, datasets = _load_rs_checkpoint(resume_from, policy, config)
+    else:
+        metrics = [{"round": 0, **_evaluate(policy, ref_policy, tokenizer, world, scorer, eval_prompts, config,
+                                            config.seed + 20_000)}]
+        datasets = []
+    for k in tqdm(range(len(datasets) + 1, config.rounds + 1), desc="rejection sampling", disable=not progress,
+                  leave=False):
         prompts = world.prompts(config.prompts_per_round, seed=config.seed + k, split="train")
         bon = best_of_n(policy, tokenizer, world, prompts, config.n_samples, scorer,
                         max_new_tokens=config.max_new_tokens, temperature=config.temperature,
@@ -155,7 +205,10 @@ def train_rejection_sampling(config: RSConfig, policy, ref_policy, tokenizer, wo
             "rm/samples": float(bon.scores.mean()), "rm/kept": float(np.mean([e["score"] for e in kept])),
             "gold/samples": float(gold_all.mean()), "gold/kept": float(gold_kept.mean()),
             "sft/loss": float(np.mean([m["loss"] for m in sft_metrics[-10:]])),
+            "sft/first_loss": sft_metrics[0]["loss"],
         })
+        if checkpoint_dir is not None:
+            save_rs_checkpoint(Path(checkpoint_dir) / f"round-{k}", policy, tokenizer, config, metrics, datasets)
     policy.eval()
     return RSResult(policy, metrics, datasets)
 

@@ -113,3 +113,39 @@ def test_bad_input_raises():
         measured_best_of_n_kl(np.zeros((2, 4)), 0)
     with pytest.raises(ValueError, match="NaN"):
         measured_best_of_n_kl(np.array([[0.0, np.nan]]), 2)
+
+
+def test_sweep_config_validation():
+    from rlhf_mini.best_of_n import BestOfNConfig
+
+    with pytest.raises(ValueError, match="pool_size"):
+        BestOfNConfig(ns=(1, 8), pool_size=4)
+    with pytest.raises(ValueError, match="ns"):
+        BestOfNConfig(ns=(0, 2))
+    with pytest.raises(ValueError, match="temperature"):
+        BestOfNConfig(temperature=0.0)
+
+
+def test_sweep_measures_every_n_from_one_pool_and_round_trips(tiny_policy, tiny_tokenizer, tmp_path):
+    from rlhf_mini.best_of_n import BestOfNConfig, best_of_n_sweep, load_best_of_n_sweep
+
+    world = get_world("sentiment")
+    config = BestOfNConfig(ns=(1, 2, 4), pool_size=8, n_prompts=3, max_new_tokens=10, seed=2)
+    sweep = best_of_n_sweep(config, tiny_policy, tiny_tokenizer, world, length_scorer, progress=False)
+    assert sweep.proxy.shape == sweep.gold.shape == (3, 8)
+    assert [row["n"] for row in sweep.metrics] == [1, 2, 4]
+    flat_prompts = [p for p in sweep.prompts for _ in range(8)]
+    flat_responses = [r for row in sweep.samples for r in row]
+    np.testing.assert_allclose(sweep.gold.ravel(), world.gold_rewards(flat_prompts, flat_responses))
+    # N = 1 is the pool's mean; the proxy of the pick cannot fall as N grows
+    assert sweep.metrics[0]["proxy"] == pytest.approx(sweep.proxy.mean())
+    assert sweep.metrics[0]["gold"] == pytest.approx(sweep.gold.mean())
+    assert sweep.metrics[0]["kl_measured"] == pytest.approx(0.0, abs=1e-12)
+    assert sweep.metrics[0]["proxy"] <= sweep.metrics[1]["proxy"] <= sweep.metrics[2]["proxy"]
+    loaded = load_best_of_n_sweep(sweep.save(tmp_path))
+    assert loaded.samples == sweep.samples and loaded.config == config
+    assert loaded.metrics == sweep.metrics  # JSON keeps every float64 digit
+    lines = (tmp_path / "pool.jsonl").read_text().splitlines()
+    (tmp_path / "pool.jsonl").write_text("\n".join(lines[:1] + ['{"prompt": "x", "responses": []}']) + "\n")
+    with pytest.raises(ValueError, match=r"pool.jsonl, line 2: missing field 'proxy'"):
+        load_best_of_n_sweep(tmp_path)
