@@ -59,6 +59,21 @@ def test_eval_stage_ranks_every_policy(tmp_path):
     assert all(metrics["win_rate_vs_sft"][name]["win_rate"] > 0.5 for name in ["ppo", "dpo", "best-of-16"])
 
 
+def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
+    from rlhf_mini.best_of_n import load_best_of_n_sweep
+
+    result = run_cli("bon", "--task", "assistant", "--profile", "cpu", "--n", "1", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
+    assert [row["n"] for row in rows] == [1, 4]
+    assert rows[0]["kl_measured"] == pytest.approx(0.0, abs=1e-12)
+    # best-of-4 under the reward model: the proxy rises, and the KL is near log 4 − 3/4 (ties lower it)
+    assert rows[1]["proxy"] > rows[0]["proxy"]
+    assert 0.8 * rows[1]["kl_analytic"] < rows[1]["kl_measured"] <= rows[1]["kl_analytic"] + 0.01
+    sweep = load_best_of_n_sweep(tmp_path)
+    assert sweep.proxy.shape == (128, 8) and sweep.metrics == rows
+
+
 @pytest.mark.parametrize("args, message", [
     (["sft", "--task", "chess", "--out", "x"], "--task must be one of"),
     (["fly", "--out", "x"], "invalid choice"),
