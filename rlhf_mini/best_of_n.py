@@ -56,7 +56,7 @@ def _log_binom(a: np.ndarray, b: int) -> np.ndarray:
 
 __all__ = ["BestOfNConfig", "BestOfNResult", "BestOfNSweep", "Scorer", "best_of_n", "best_of_n_expected",
            "best_of_n_kl", "best_of_n_sweep", "gold_scorer", "load_best_of_n_sweep", "measured_best_of_n_kl",
-           "reward_model_scorer", "sample_pool"]
+           "reward_model_scorer", "sample_pool", "score_pool"]
 
 
 def gold_scorer(world) -> Scorer:
@@ -112,6 +112,16 @@ def sample_pool(policy, tokenizer, world, prompts: list[str], n: int, *, max_new
     return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
+def score_pool(scorer: Scorer, prompts: list[str], samples: list[list[str]]) -> np.ndarray:
+    """``[P, n]`` scores of a ``[P][n]`` pool, in one call to ``scorer``."""
+    flat_prompts = [p for p, row in zip(prompts, samples) for _ in row]
+    flat_responses = [r for row in samples for r in row]
+    scores = np.asarray(scorer(flat_prompts, flat_responses), dtype=float)
+    if scores.shape != (len(flat_prompts),):
+        raise ValueError(f"scorer returned shape {scores.shape}, expected ({len(flat_prompts)},)")
+    return scores.reshape(len(prompts), -1)
+
+
 def best_of_n(policy, tokenizer, world, prompts: list[str], n: int, scorer: Scorer, *,
               max_new_tokens: int = 32, temperature: float = 1.0, top_k: int = 0, batch_size: int = 256,
               seed: int = 0, progress: bool = True) -> BestOfNResult:
@@ -123,12 +133,7 @@ def best_of_n(policy, tokenizer, world, prompts: list[str], n: int, scorer: Scor
     samples = sample_pool(policy, tokenizer, world, prompts, n, max_new_tokens=max_new_tokens,
                           temperature=temperature, top_k=top_k, batch_size=batch_size, seed=seed,
                           progress=progress)
-    flat_prompts = [p for p in prompts for _ in range(n)]
-    flat_responses = [r for row in samples for r in row]
-    scores = np.asarray(scorer(flat_prompts, flat_responses), dtype=float)
-    if scores.shape != (len(flat_prompts),):
-        raise ValueError(f"scorer returned shape {scores.shape}, expected ({len(flat_prompts)},)")
-    scores = scores.reshape(len(prompts), n)
+    scores = score_pool(scorer, prompts, samples)
     chosen = scores.argmax(axis=1)
     return BestOfNResult(list(prompts), [samples[i][j] for i, j in enumerate(chosen)], chosen, samples, scores)
 
@@ -300,13 +305,8 @@ def best_of_n_sweep(config: BestOfNConfig, policy, tokenizer, world, scorer: Sco
     samples = sample_pool(policy, tokenizer, world, prompts, config.pool_size, max_new_tokens=config.max_new_tokens,
                           temperature=config.temperature, top_k=config.top_k, batch_size=config.batch_size,
                           seed=config.seed, progress=progress)
-    flat_prompts = [p for p in prompts for _ in range(config.pool_size)]
-    flat_responses = [r for row in samples for r in row]
-    proxy = np.asarray(scorer(flat_prompts, flat_responses), dtype=float)
-    if proxy.shape != (len(flat_prompts),):
-        raise ValueError(f"scorer returned shape {proxy.shape}, expected ({len(flat_prompts)},)")
-    proxy = proxy.reshape(len(prompts), config.pool_size)
-    gold = np.asarray(world.gold_rewards(flat_prompts, flat_responses), dtype=float).reshape(proxy.shape)
+    proxy = score_pool(scorer, prompts, samples)
+    gold = score_pool(world.gold_rewards, prompts, samples)
     return BestOfNSweep(config, list(prompts), samples, proxy, gold, _sweep_metrics(proxy, gold, config.ns))
 
 
