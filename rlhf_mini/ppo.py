@@ -398,6 +398,10 @@ CHAPTER_RECIPE = dict(adaptive_kl=True, kl_coef=0.15, target_kl=1.5, kl_horizon=
 KL near 1.5 nats. ``PPOConfig``'s own defaults (a fixed β = 0.05 for 60 iterations) let the KL grow past
 6 nats on the cpu profile's assistant world, where the gold reward falls below the SFT policy's."""
 
+NO_KL_RECIPE = dict(kl_coef=0.0, learning_rate=5e-4, ppo_epochs=2, n_iterations=40)
+"""chapter 9's reward-hacking run: no KL penalty at all, and a higher learning rate, so the policy
+leaves the reference and exploits the reward model within the chapter's 40 iterations."""
+
 
 def ppo_policy(task: str = "assistant", profile=None, **overrides: object):
     """The PPO-trained policy of ``task`` (cached): ``(GPT2LMHeadModel, tokenizer)``.
