@@ -7,6 +7,7 @@
     python -m rlhf_mini rs     --task assistant --out runs/rs
     python -m rlhf_mini dpo    --task assistant --out runs/dpo --beta 0.5 --loss-type sigmoid
     python -m rlhf_mini prm    --out runs/prm            (arithmetic; also trains the ORM)
+    python -m rlhf_mini prm    --out runs/prm-copy --mistakes miscopy
     python -m rlhf_mini rlaif  --out runs/rlaif
     python -m rlhf_mini eval   --task assistant --out runs/eval   (ranks the policies of all the stages)
 
@@ -59,8 +60,8 @@ def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: 
     if stage == "prm":
         from rlhf_mini.prm import verifier_path
 
-        info = copy_artifact(verifier_path("prm", profile), out / "prm")
-        copy_artifact(verifier_path("orm", profile), out / "orm")
+        info = copy_artifact(verifier_path("prm", profile, mistakes=args.mistakes), out / "prm")
+        copy_artifact(verifier_path("orm", profile, mistakes=args.mistakes), out / "orm")
         metrics = {kind: json.loads((out / kind / "metrics.json").read_text())
                    for kind in ("prm", "orm") if (out / kind / "metrics.json").exists()}
         _write_metrics(out, metrics)
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ppo and eval: initial KL coefficient of chapter 9's adaptive recipe")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="bon: values of N; eval: the largest is its best-of-N contestant")
+    parser.add_argument("--mistakes", choices=["miscalculation", "miscopy"], default="miscalculation",
+                        help="prm: the slips of the solutions the verifiers train on (chapter 12)")
     args = parser.parse_args(argv)
     task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
     from rlhf_mini.worlds import WORLDS

@@ -23,6 +23,11 @@ from the same initialisation, so the comparison isolates the value of step-level
 training solutions come from the world's slipping solver (tens of thousands of them, for free), with
 the wrong answers of the wrong parity dropped (``parity_balanced``): the world's train split makes
 "the answer is even" a spurious sign of correctness, which reverses on the test split.
+
+The world's solver slips by miscalculating: right operands, a result off by 1 or 2. Its variant
+``miscopying_solution`` slips by miscopying an operand instead. A 2-layer verifier learns to spot the
+second kind and not the first, so chapter 12 trains one PRM/ORM pair on each
+(``verifier(kind, mistakes=...)``).
 """
 
 from __future__ import annotations
@@ -44,9 +49,17 @@ from transformers import PreTrainedTokenizerBase
 from rlhf_mini.batch import check_tokenizer
 from rlhf_mini.config import Profile, get_device, get_profile
 from rlhf_mini.models import ScalarHeadModel
-from rlhf_mini.worlds.arithmetic import ArithmeticWorld, step_labels
+from rlhf_mini.worlds.arithmetic import (
+    ArithmeticWorld,
+    format_step,
+    next_reduction,
+    parse_problem,
+    solve_steps,
+    step_labels,
+)
 
 KINDS = ("prm", "orm")
+MISTAKES = ("miscalculation", "miscopy")
 AGGREGATES = ("min", "prod")
 SCHEDULES = ("constant", "cosine")
 
@@ -190,7 +203,7 @@ class VerifierConfig:
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
         # Checking "a op b = c" is a harder skill than a preference: a verifier gets more (and
         # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
-        # profile that is 800 steps of 64 solutions at 2e-3, about two minutes on two cores.
+        # profile that is 800 steps of 64 solutions at 2e-3, about two and a half minutes on two cores.
         profile = profile or get_profile()
         values = {"steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
                   "lr": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
@@ -391,6 +404,9 @@ class VerifierDataConfig:
 
     source: str = "world"
     """``world``: the world's own solver, which slips on 20% of steps; ``sft``: the arithmetic SFT policy"""
+    mistakes: str = "miscalculation"
+    """the world solver's slips (see ``MISTAKES``): ``miscalculation``, a step's result off by 1 or 2
+    (``world.sample_response``); ``miscopy``, an operand off by 1 or 2 (``miscopying_solution``)"""
     n_prompts: int = 500
     """training problems (train split)"""
     samples_per_prompt: int = 4
@@ -435,6 +451,32 @@ def parity_balanced(world: ArithmeticWorld, prompts: list[str], responses: list[
     return keep
 
 
+def miscopying_solution(prompt: str, rng: np.random.Generator, rate: float = 0.2) -> str:
+    """A worked solution whose slips are miscopies: each step, with probability ``rate``, writes one
+    of its two operands off by 1 or 2 and then computes correctly from what it wrote.
+
+    ``world.sample_response`` slips the other way (right operands, wrong result). Spotting a miscopy
+    takes no arithmetic, only a comparison of the written operand with the number it should repeat
+    (from the problem or the previous step's result), which a small transformer can learn. Like a
+    miscalculation, it propagates: later steps use the wrong value.
+    """
+    expr = parse_problem(prompt)
+    parts = []
+    while len(expr) > 1:
+        i = next_reduction(expr)
+        a, op, b = int(expr[i - 1]), str(expr[i]), int(expr[i + 1])
+        if rng.random() < rate:
+            offset = int(rng.choice([-2, -1, 1, 2]))
+            if rng.random() < 0.5:
+                a += offset
+            else:
+                b += offset
+        c = solve_steps([a, op, b])[0][3]
+        parts.append(format_step(a, op, b, c))
+        expr[i - 1 : i + 2] = [c]
+    return " " + ". ".join(parts) + f". Answer: {expr[0]}"
+
+
 def generator(profile: Profile | None = None):
     """The arithmetic SFT policy and its tokenizer."""
     from rlhf_mini.sft import sft_policy
@@ -443,12 +485,19 @@ def generator(profile: Profile | None = None):
 
 
 def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, model=None, tokenizer=None,
-                     max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0) -> list[list[str]]:
+                     max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0,
+                     mistakes: str = "miscalculation") -> list[list[str]]:
     """``n`` solutions per prompt (``out[i][j]`` is solution j of ``prompts[i]``): sampled from
-    ``model`` when given, else from the world's own slipping solver."""
+    ``model`` when given, else from the world's own slipping solver, whose slips are ``mistakes``
+    (``miscalculation``: ``world.sample_response``; ``miscopy``: ``miscopying_solution``)."""
+    if mistakes not in MISTAKES:
+        raise ValueError(f"mistakes must be one of {MISTAKES}, got {mistakes!r}")
     if model is None:
         rng = np.random.default_rng(seed)
-        return [[world.sample_response(p, rng) for _ in range(n)] for p in prompts]
+        solve = world.sample_response if mistakes == "miscalculation" else miscopying_solution
+        return [[solve(p, rng) for _ in range(n)] for p in prompts]
+    if mistakes != "miscalculation":
+        raise ValueError("a model makes its own mistakes: `mistakes` applies to the world's solver only")
     from rlhf_mini.sampling import generate
 
     texts = [world.format_prompt(p) for p in prompts for _ in range(n)]
@@ -457,10 +506,12 @@ def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, mode
     return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world") -> Path:
+def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world",
+                  mistakes: str = "miscalculation") -> Path:
     """The folder of the cached PRM or ORM (built on first use from the SFT body).
 
     Both kinds train on the same solutions, for the same steps, from the same initialisation.
+    ``mistakes`` picks the world solver's slips (``VerifierDataConfig.mistakes``).
     """
     import sys
 
@@ -469,9 +520,11 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
 
     if source not in ("world", "sft"):
         raise ValueError(f"source must be 'world' or 'sft', got {source!r}")
+    if mistakes not in MISTAKES or (source == "sft" and mistakes != "miscalculation"):
+        raise ValueError(f"mistakes must be one of {MISTAKES} (the SFT policy makes its own), got {mistakes!r}")
     profile = profile or get_profile()
     config = VerifierConfig.from_profile(profile, kind=kind)
-    data_config = VerifierDataConfig.from_profile(profile, source=source)
+    data_config = VerifierDataConfig.from_profile(profile, source=source, mistakes=mistakes)
     world = get_world("arithmetic")
     gen_path = sft.sft_policy_path("arithmetic", profile)
 
@@ -484,7 +537,8 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
         solutions = sample_solutions(world, prompts, data_config.samples_per_prompt,
                                      model=policy if source == "sft" else None, tokenizer=tok,
                                      max_new_tokens=data_config.max_new_tokens,
-                                     temperature=data_config.temperature, seed=data_config.seed)
+                                     temperature=data_config.temperature, seed=data_config.seed,
+                                     mistakes=data_config.mistakes)
         flat_prompts = [p for p, s in zip(prompts, solutions) for _ in s]
         flat = [r for s in solutions for r in s]
         if data_config.balance_parity:
@@ -497,20 +551,23 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
 
     key = {"kind": kind, "generator": gen_path.name, **asdict(config), **asdict(data_config)}
-    return zoo.cached(f"{kind}-arithmetic-{profile.name}", key, [sys.modules[__name__], batch, models, sampling],
+    name = f"{kind}-arithmetic-{profile.name}" + ("" if mistakes == "miscalculation" else f"-{mistakes}")
+    return zoo.cached(name, key, [sys.modules[__name__], batch, models, sampling],
                       build)
 
 
-def verifier(kind: str = "prm", profile: Profile | None = None, source: str = "world"):
+def verifier(kind: str = "prm", profile: Profile | None = None, source: str = "world",
+             mistakes: str = "miscalculation"):
     """The cached PRM (``kind="prm"``) or ORM (``"orm"``) and its tokenizer."""
     from transformers import AutoTokenizer
 
-    folder = verifier_path(kind, profile, source)
+    folder = verifier_path(kind, profile, source, mistakes)
     tok = AutoTokenizer.from_pretrained(str(folder))
     tok.padding_side = "left"
     return load_verifier(folder), tok
 
 
-def verifier_metrics(kind: str = "prm", profile: Profile | None = None, source: str = "world") -> list[dict]:
+def verifier_metrics(kind: str = "prm", profile: Profile | None = None, source: str = "world",
+                     mistakes: str = "miscalculation") -> list[dict]:
     """Per-step training metrics of the cached verifier."""
-    return json.loads((verifier_path(kind, profile, source) / "metrics.json").read_text())
+    return json.loads((verifier_path(kind, profile, source, mistakes) / "metrics.json").read_text())

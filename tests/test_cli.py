@@ -81,6 +81,7 @@ def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
     (["rlaif", "--task", "sentiment", "--out", "x"], "works on --task assistant only"),
     (["prm", "--task", "assistant", "--out", "x"], "works on --task arithmetic only"),
     (["bon", "--n", "0", "4", "--out", "x"], "--n values must be >= 1"),
+    (["prm", "--mistakes", "typo", "--out", "x"], "argument --mistakes: invalid choice"),
 ])
 def test_bad_arguments_are_clear(args, message):
     result = run_cli(*args)

@@ -10,7 +10,9 @@ from rlhf_mini.prm import (
     encode_solutions,
     learning_rate,
     majority_vote,
+    miscopying_solution,
     parity_balanced,
+    sample_solutions,
     solution_labels,
     solution_scores,
     step_end_chars,
@@ -19,6 +21,13 @@ from rlhf_mini.prm import (
     train_verifier,
 )
 from rlhf_mini.worlds import get_world
+from rlhf_mini.worlds.arithmetic import (
+    STEP_RE,
+    parse_problem,
+    solve_steps,
+    split_steps,
+    step_labels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +169,26 @@ def test_learning_rate_schedule():
     assert learning_rate(cosine, 99) < 1e-5
     with pytest.raises(ValueError, match="schedule"):
         VerifierConfig(schedule="linear")
+
+
+def test_miscopying_solution(world):
+    """A miscopy writes one operand off by 1 or 2 and computes right from it; it is labelled wrong."""
+    prompts = world.prompts(40, seed=5)
+    rng = np.random.default_rng(0)
+    for prompt in prompts:
+        canonical = " " + ". ".join(f"{a} {op} {b} = {c}" for a, op, b, c in solve_steps(parse_problem(prompt)))
+        assert miscopying_solution(prompt, rng, rate=0.0) == canonical + f". Answer: {world.answer(prompt)}"
+        slipped = miscopying_solution(prompt, rng, rate=1.0)
+        assert step_labels(prompt, slipped)[0] == 0 and world.final_answer(slipped) is not None
+        a, op, b, c = STEP_RE.match(split_steps(slipped)[0][0]).groups()
+        assert int(c) == solve_steps([int(a), op, int(b)])[0][3]  # the arithmetic itself is right
+        right_a, _, right_b, _ = solve_steps(parse_problem(prompt))[0]
+        offsets = sorted([abs(int(a) - right_a), abs(int(b) - right_b)])
+        assert offsets[0] == 0 and offsets[1] in (1, 2)  # exactly one operand miscopied
+    with pytest.raises(ValueError, match="mistakes must be one of"):
+        sample_solutions(world, prompts[:2], 2, mistakes="typo")
+    with pytest.raises(ValueError, match="makes its own mistakes"):
+        sample_solutions(world, prompts[:2], 2, model=object(), mistakes="miscopy")
+    by_kind = {m: sample_solutions(world, prompts, 4, seed=1, mistakes=m) for m in ("miscalculation", "miscopy")}
+    assert by_kind["miscalculation"] == sample_solutions(world, prompts, 4, seed=1)  # the default is unchanged
+    assert by_kind["miscalculation"] != by_kind["miscopy"]
