@@ -106,7 +106,7 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     from rlhf_mini import zoo
     from rlhf_mini.best_of_n import best_of_n, reward_model_scorer
     from rlhf_mini.dpo import dpo_policy
-    from rlhf_mini.eval import arena_leaderboard, gold_battles, gold_win_rate
+    from rlhf_mini.eval import arena_leaderboard, battle_prompts, gold_battles, gold_win_rate
     from rlhf_mini.ppo import CHAPTER_RECIPE, ppo_policy
     from rlhf_mini.rejection_sampling import rs_policy
     from rlhf_mini.reward import reward_model
@@ -135,7 +135,8 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
                                           max_new_tokens=profile.max_new_tokens, seed=2).responses
     win_rates = {name: gold_win_rate(world, prompts, responses[name], responses["sft"])
                  for name in responses if name != "sft"}
-    board = arena_leaderboard(gold_battles(world, prompts, responses), list(responses))
+    board = arena_leaderboard(gold_battles(world, prompts, responses), list(responses),
+                              groups=battle_prompts(len(prompts), len(responses)))
     board["gold"] = [float(world.gold_rewards(prompts, responses[name]).mean()) for name in board["policy"]]
     print(board.round(3).to_string(index=False))
     return _write(out, {"n_prompts": len(prompts), "win_rate_vs_sft": win_rates,

@@ -19,8 +19,8 @@ Every number comes with a bootstrap interval, because a win rate on a few hundre
 * ``fit_temperature``: temperature scaling of a reward model's P(a ≻ b) = σ(Δr / T), fitted on
   held-out pairs (the calibration fix used for classifiers, Guo et al. 2017).
 * ``arena_leaderboard``: Chatbot-Arena ratings. A Bradley–Terry model is fitted on the pairwise
-  battles (``rlhf_mini.theory.bradley_terry.fit_bradley_terry``), bootstrapped over battles, and
-  put on the Elo scale: rating = 400/ln 10 · s + 1000.
+  battles (``rlhf_mini.theory.bradley_terry.fit_bradley_terry``), bootstrapped over battles (or
+  over prompts, when many battles share one), and put on the Elo scale: rating = 400/ln 10 · s + 1000.
 """
 
 from __future__ import annotations
@@ -143,6 +143,14 @@ def fit_length_controlled(preferences: np.ndarray, length_diff: np.ndarray,
     """
     y = np.asarray(preferences, dtype=float)
     d = np.asarray(length_diff, dtype=float)
+    if y.ndim != 1 or y.size == 0 or y.shape != d.shape:
+        raise ValueError(f"preferences and length_diff must be non-empty 1-D arrays of one length, "
+                         f"got shapes {y.shape} and {d.shape}")
+    if not (np.isfinite(y).all() and np.isfinite(d).all()):
+        raise ValueError("preferences and length_diff must be finite")
+    if ((y < 0) | (y > 1)).any():
+        raise ValueError(f"preferences must be probabilities in [0, 1]; entry {np.flatnonzero((y < 0) | (y > 1))[0]} "
+                         f"is {y[(y < 0) | (y > 1)][0]}")
     sd = d.std()
     x = np.tanh(d / sd) if sd > 0 else np.zeros_like(d)
     X = np.stack([np.ones_like(x), x], axis=1)
@@ -246,6 +254,8 @@ def mt_bench(world: World, respond: Callable[[list[str]], list[str]], prompts: S
     if len(first) != len(prompts):
         raise ValueError(f"respond returned {len(first)} responses for {len(prompts)} prompts")
     second = respond([follow_up_context(world, p, r, follow_up) for p, r in zip(prompts, first)])
+    if len(second) != len(prompts):
+        raise ValueError(f"respond returned {len(second)} second-turn responses for {len(prompts)} prompts")
     s1 = np.array([scorer(p, r) for p, r in zip(prompts, first)])
     s2 = np.array([scorer(p, r) for p, r in zip(prompts, second)])
     out: dict[str, object] = {
@@ -296,23 +306,35 @@ def _fit_battles(a: np.ndarray, b: np.ndarray, o: np.ndarray, n: int, l2: float)
 
 
 def arena_leaderboard(battles: Sequence[tuple[str, str, float]], policy_names: Sequence[str],
-                      n_boot: int = 200, seed: int = 0, *, l2: float = 0.01,
-                      level: float = 0.95) -> pd.DataFrame:
+                      n_boot: int = 200, seed: int = 0, *, groups: Sequence[object] | None = None,
+                      l2: float = 0.01, level: float = 0.95) -> pd.DataFrame:
     """Chatbot-Arena leaderboard: Elo-scaled Bradley–Terry ratings with bootstrap intervals.
 
     ``battles`` are ``(policy_a, policy_b, outcome)`` with outcome 1 (a wins), 0 (b wins) or 0.5.
+    ``groups`` labels each battle with what it shares with others, such as its prompt: battles on
+    one prompt are correlated (a hard prompt makes every policy lose to the one that got it
+    right), so the bootstrap then resamples whole groups. Resampling correlated battles one by
+    one treats them as independent and gives intervals that are too narrow. Without ``groups``
+    each battle is its own group, as in a live arena where every vote has a new prompt.
     A small ridge ``l2`` keeps ratings finite when a policy never loses (set 0 for the plain MLE).
     Returns one row per policy, best first: ``policy``, ``elo``, ``ci_low``, ``ci_high``,
     ``battles``, ``win_rate``. A policy without battles has no rating: NaN, listed last.
     """
     _check_boot(n_boot, level)
     a, b, o = _battle_arrays(battles, policy_names)
+    if groups is None:
+        members = [np.array([k]) for k in range(len(o))]
+    else:
+        if len(groups) != len(o):
+            raise ValueError(f"groups has {len(groups)} labels for {len(o)} battles")
+        _, label = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        members = [np.flatnonzero(label == g) for g in range(label.max() + 1)]
     n = len(policy_names)
     strengths = _fit_battles(a, b, o, n, l2)
     rng = np.random.default_rng(seed)
     samples = np.empty((n_boot, n))
     for k in range(n_boot):
-        idx = rng.integers(0, len(o), size=len(o))
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
         samples[k] = _fit_battles(a[idx], b[idx], o[idx], n, l2)
     low, high = bootstrap_interval(samples, level=level)
     played = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
@@ -334,6 +356,8 @@ def gold_battles(world: World, prompts: Sequence[str], responses: dict[str, Sequ
                  labeler: object | None = None) -> list[tuple[str, str, float]]:
     """Every pair of policies battles on every prompt; the gold utility decides (ties ½).
 
+    Battles come prompt by prompt: all pairs on ``prompts[0]``, then on ``prompts[1]``, and so on
+    (``battle_prompts`` gives each battle's prompt index, the ``groups`` of ``arena_leaderboard``).
     With ``labeler`` (a ``SimulatedLabeler``) its noisy ``compare`` decides instead, like a crowd.
     """
     names = list(responses)
@@ -354,3 +378,10 @@ def gold_battles(world: World, prompts: Sequence[str], responses: dict[str, Sequ
                     outcome = float(gold[na][i] > gold[nb][i])
                 battles.append((na, nb, outcome))
     return battles
+
+
+def battle_prompts(n_prompts: int, n_policies: int) -> np.ndarray:
+    """The prompt index of each battle that ``gold_battles`` returns, in its order."""
+    if n_prompts < 0 or n_policies < 2:
+        raise ValueError(f"need n_prompts >= 0 and n_policies >= 2, got {n_prompts}, {n_policies}")
+    return np.repeat(np.arange(n_prompts), n_policies * (n_policies - 1) // 2)

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -5,6 +7,7 @@ from rlhf_mini.eval import (
     ELO_BASE,
     ELO_SCALE,
     arena_leaderboard,
+    battle_prompts,
     bootstrap_mean,
     fit_length_controlled,
     fit_temperature,
@@ -20,12 +23,16 @@ from rlhf_mini.worlds import get_world
 def test_bootstrap_ci_covers_true_rate():
     """A 95% percentile interval covers the true win rate in about 95% of simulated evaluations."""
     rng = np.random.default_rng(0)
-    true_rate, covered = 0.62, 0
+    true_rate, n, covered, widths = 0.62, 150, 0, []
     for trial in range(200):
-        outcomes = (rng.random(150) < true_rate).astype(float)
+        outcomes = (rng.random(n) < true_rate).astype(float)
         ci = bootstrap_mean(outcomes, n_boot=400, seed=trial)
         covered += ci["ci_low"] <= true_rate <= ci["ci_high"]
-    assert covered / 200 >= 0.9
+        widths.append(ci["ci_high"] - ci["ci_low"])
+    # two-sided: an interval too wide (say [0, 1]) would cover every time
+    assert 0.9 <= covered / 200 <= 0.99
+    normal_width = 2 * 1.96 * np.sqrt(true_rate * (1 - true_rate) / n)
+    assert np.mean(widths) == pytest.approx(normal_width, rel=0.1)
 
 
 def test_gold_win_rate_ties_and_order():
@@ -93,6 +100,42 @@ def test_arena_recovers_order_and_elo_scale():
     assert (table.ci_low <= table.elo).all() and (table.elo <= table.ci_high).all()
 
 
+def test_arena_intervals_resample_prompts_when_battles_share_them():
+    """Battles on one prompt are correlated; only a bootstrap over prompts covers at 95%.
+
+    Each prompt draws one utility per policy (strength + N(0, 1)) and every pair battles on it, as
+    ``gold_battles`` does. The target is the Bradley–Terry fit on 40,000 such prompts.
+    """
+    names = [f"p{i}" for i in range(6)]
+    strength = np.linspace(-0.75, 0.75, 6)
+    pairs = list(itertools.combinations(range(6), 2))
+
+    def battles(n_prompts, rng):
+        u = strength + rng.standard_normal((n_prompts, 6))
+        return [(names[x], names[y], float(u[p, x] > u[p, y])) for p in range(n_prompts) for x, y in pairs]
+
+    rng = np.random.default_rng(0)
+    truth = arena_leaderboard(battles(40_000, rng), names, n_boot=1, l2=0.0).set_index("policy").elo.loc[names]
+    trials, n_prompts = 60, 40
+    coverage, width = {"prompts": 0.0, "battles": 0.0}, {"prompts": 0.0, "battles": 0.0}
+    for trial in range(trials):
+        sample = battles(n_prompts, rng)
+        for unit, groups in (("prompts", battle_prompts(n_prompts, 6)), ("battles", None)):
+            table = arena_leaderboard(sample, names, n_boot=60, seed=trial, groups=groups, l2=0.0)
+            table = table.set_index("policy").loc[names]
+            coverage[unit] += ((table.ci_low <= truth) & (truth <= table.ci_high)).mean() / trials
+            width[unit] += (table.ci_high - table.ci_low).mean() / trials
+    assert 0.88 <= coverage["prompts"] <= 0.99
+    assert coverage["battles"] < 0.85  # too narrow: the correlated battles counted as independent
+    assert width["prompts"] > 1.3 * width["battles"]
+
+
+def test_battle_prompts_follow_gold_battles_order():
+    assert battle_prompts(2, 3).tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="groups has 2 labels for 3 battles"):
+        arena_leaderboard([("a", "b", 1), ("a", "b", 0), ("b", "a", 1)], ["a", "b"], groups=[0, 1])
+
+
 def test_arena_bad_input():
     with pytest.raises(ValueError, match="unknown policy"):
         arena_leaderboard([("a", "c", 1)], ["a", "b"])
@@ -135,6 +178,24 @@ def test_gold_battles_and_mt_bench():
 
     scores = mt_bench(world, oracle, prompts, n_boot=50)
     assert scores["turn1"] > 6 and scores["turn2"] == pytest.approx(scores["turn1"])
+
+    def forgets_in_turn_two(contexts):  # drops an answer in the second turn
+        answers = oracle(contexts)
+        return answers if "Are you sure" not in contexts[0] else answers[:-1]
+
+    with pytest.raises(ValueError, match="19 second-turn responses for 20 prompts"):
+        mt_bench(world, forgets_in_turn_two, prompts, n_boot=50)
+
+
+def test_fit_length_controlled_bad_input():
+    with pytest.raises(ValueError, match="one length"):
+        fit_length_controlled(np.array([0.5, 1.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_length_controlled(np.array([]), np.array([]))
+    with pytest.raises(ValueError, match=r"entry 1 is 1.5"):
+        fit_length_controlled(np.array([0.5, 1.5]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="finite"):
+        fit_length_controlled(np.array([0.5, np.nan]), np.array([1.0, 2.0]))
 
 
 def test_fit_temperature_recovers_the_overconfidence_factor():

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -37,12 +38,42 @@ def test_batched_generation_matches_one_at_a_time(tiny_policy, tiny_tokenizer):
         assert single.responses[0] == batched.responses[i]
 
 
-def test_sampled_tokens_have_the_logprobs_the_scorer_reports(tiny_policy, tiny_tokenizer):
-    """Sampling at temperature T and scoring at T agree on which tokens are likely."""
-    gen = generate(tiny_policy, tiny_tokenizer, ["Q: 1 + 2 = ?"] * 4, max_new_tokens=6, temperature=0.7, seed=1)
-    b = gen.batch
-    lp = sequence_logprobs(tiny_policy, b.input_ids, b.attention_mask, b.response_mask, temperature=0.7)
-    assert torch.isfinite(lp).all() and (lp <= 0).all()
+def test_sampler_and_scorer_apply_temperature_the_same_way(tiny_policy, tiny_tokenizer):
+    """Tokens sampled at temperature T come with the frequencies that the scorer gives at T.
+
+    PPO's ratio is only right if ``sequence_logprobs(..., temperature=T)`` scores the distribution
+    that ``generate(..., temperature=T)`` sampled from. The first token of 4,000 samples is compared
+    with exp(scored log-prob) over the whole vocabulary; the same counts must reject T = 1.
+    """
+    policy = copy.deepcopy(tiny_policy)
+    with torch.no_grad():
+        policy.transformer.ln_f.weight.mul_(8.0)  # peaked logits, so that the temperature matters
+    T, n, prompt = 0.5, 4000, "Q: 1 + 2 = ?"
+    gen = generate(policy, tiny_tokenizer, [prompt] * n, max_new_tokens=1, temperature=T, seed=0,
+                   batch_size=1000, progress=False)
+    first = gen.batch.input_ids[:, -1]
+    assert (gen.batch.response_mask.sum(1) == 1).all()
+    counts = torch.bincount(first, minlength=len(tiny_tokenizer)).double()
+
+    prompt_ids = tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    V = len(tiny_tokenizer)
+    ids = torch.tensor([prompt_ids + [v] for v in range(V)])
+    response_mask = torch.zeros_like(ids)
+    response_mask[:, -1] = 1
+
+    def scored(temperature: float) -> torch.Tensor:
+        return sequence_logprobs(policy, ids, torch.ones_like(ids), response_mask, temperature=temperature).double()
+
+    logp_t, logp_1 = scored(T), scored(1.0)
+    assert logp_t.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+    p = logp_t.exp()
+    assert p.max() > 0.05 and (p > 0.01).sum() >= 3  # peaked, but more than one likely token
+    freq = counts / n
+    likely = p > 0.01
+    se = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs()[likely] < 5 * se[likely]).all()
+    # log-likelihood of the counts: the scorer at T explains them far better than at T = 1
+    assert (counts * logp_t).sum() > (counts * logp_1).sum() + 50
 
 
 def test_bad_generation_input(tiny_policy, tiny_tokenizer):
