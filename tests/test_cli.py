@@ -1,16 +1,19 @@
 """`python -m rlhf_mini STAGE --out DIR` writes metrics.json and a loadable checkpoint.
 
-This trains the cpu profile's base model and SFT policy into the shared artifact cache when they are
-missing (about a minute on 2 cores); the notebooks then reuse them, so a test run pays once.
+This trains the cpu profile's models (base, SFT, reward model, PPO, DPO, rejection sampling, RLAIF,
+and chapter 12's PRM and ORM) into the shared artifact cache when they are missing; the notebooks
+then reuse them, so a test run pays once.
 """
 
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
-from rlhf_mini.models import load_pretrained
+from rlhf_mini.models import ScalarHeadModel, load_pretrained
 
 
 def run_cli(*args):
@@ -57,6 +60,43 @@ def test_eval_stage_ranks_every_policy(tmp_path):
     # every stage's policy beats the pretrained model it started from, by the gold reward
     assert all(board[name]["elo"] > board["base"]["elo"] for name in board if name != "base")
     assert all(metrics["win_rate_vs_sft"][name]["win_rate"] > 0.5 for name in ["ppo", "dpo", "best-of-16"])
+
+
+@pytest.mark.parametrize("stage, learned", [
+    # after the eval stage these copy the cached policies; run alone, each trains its stage first
+    ("reward", lambda m: np.mean([r["rewards/accuracies"] for r in m[-10:]]) > np.mean([r["rewards/accuracies"] for r in m[:10]])),
+    ("ppo", lambda m: m[-1]["gold"] > m[0]["gold"] and m[-1]["objective/scores"] > m[0]["objective/scores"]),
+    ("dpo", lambda m: m[-1]["loss"] < m[0]["loss"] and m[-1]["rewards/margins"] > 0),
+    ("rs", lambda m: m[-1]["gold"] > m[0]["gold"]),
+])
+def test_training_stages_write_metrics_and_a_loadable_checkpoint(tmp_path, stage, learned):
+    result = run_cli(stage, "--task", "assistant", "--profile", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["stage"] == stage
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert isinstance(metrics, list) and len(metrics) >= 3
+    assert learned(metrics), metrics[-1]
+    if stage == "reward":
+        model = ScalarHeadModel.from_pretrained(tmp_path)
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    else:
+        model, tokenizer = load_pretrained(tmp_path)
+    assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
+
+
+def test_prm_stage_writes_both_verifiers(tmp_path):
+    # trains chapter 12's PRM and ORM into the shared cache when missing (about five minutes)
+    result = run_cli("prm", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"prm", "orm"}
+    for kind in ("prm", "orm"):
+        steps = metrics[kind]
+        assert np.mean([r["loss"] for r in steps[-50:]]) < np.mean([r["loss"] for r in steps[:50]]), kind
+        labels = steps[-1]["labels_per_solution"]  # a PRM learns from every step, an ORM from the answer
+        assert (labels > 1) if kind == "prm" else (labels == 1), kind
+        model = ScalarHeadModel.from_pretrained(tmp_path / kind)
+        assert model.config.n_layer == 2
 
 
 def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
