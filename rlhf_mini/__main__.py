@@ -9,7 +9,7 @@
     python -m rlhf_mini prm    --out runs/prm            (arithmetic; also trains the ORM)
     python -m rlhf_mini prm    --out runs/prm-copy --mistakes miscopy
     python -m rlhf_mini rlaif  --out runs/rlaif
-    python -m rlhf_mini eval   --task assistant --out runs/eval   (ranks the policies of all the stages)
+    python -m rlhf_mini eval   --task assistant --out runs/eval   (the policies of all the stages, judged)
 
 Each writes ``metrics.json`` into ``--out``; training stages also write their checkpoint there
 (``save_pretrained``: load it with ``rlhf_mini.models.load_pretrained(out)``, or

@@ -99,18 +99,32 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     ``--kl-coef``), best-of-N under the reward model (N the largest ``--n``), rejection sampling
     (chapter 10's recipe), DPO (the ``dpo`` stage's run, with the same ``--beta`` and
     ``--loss-type``) and, on the assistant world, RLAIF. Those not cached yet are trained first.
-    All of them answer the same held-out prompts; the metrics hold each one's gold win rate against
-    SFT with a bootstrap interval, and the Bradley-Terry arena leaderboard of all pairwise gold
-    battles.
+    All of them answer the same held-out prompts. The metrics hold, as chapter 14 computes them:
+
+    * ``win_rate_vs_sft``: each one's gold win rate against SFT, with a bootstrap interval;
+    * ``leaderboard``: the Bradley-Terry arena of all pairwise gold battles (intervals resampled
+      by prompt);
+    * ``ai_judge_vs_sft`` (assistant world): the AlpacaEval-style win rate against SFT judged by
+      chapter 13's constitutional AI judge, raw and length-controlled, with the judge's length
+      coefficient;
+    * ``mt_bench``: two-turn 1-10 scores of each policy (best-of-N, not a single model, is left out)
+      on the first 120 prompts.
     """
     from rlhf_mini import zoo
     from rlhf_mini.best_of_n import best_of_n, reward_model_scorer
     from rlhf_mini.dpo import dpo_policy
-    from rlhf_mini.eval import arena_leaderboard, battle_prompts, gold_battles, gold_win_rate
+    from rlhf_mini.eval import (
+        arena_leaderboard,
+        battle_prompts,
+        gold_battles,
+        gold_win_rate,
+        judge_win_rate,
+        mt_bench,
+    )
     from rlhf_mini.ppo import CHAPTER_RECIPE, ppo_policy
     from rlhf_mini.rejection_sampling import rs_policy
     from rlhf_mini.reward import reward_model
-    from rlhf_mini.rlaif import rlaif_policy
+    from rlhf_mini.rlaif import ai_judge, rlaif_policy
     from rlhf_mini.sampling import generate
     from rlhf_mini.sft import sft_policy
     from rlhf_mini.worlds import get_world
@@ -139,8 +153,24 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
                               groups=battle_prompts(len(prompts), len(responses)))
     board["gold"] = [float(world.gold_rewards(prompts, responses[name]).mean()) for name in board["policy"]]
     print(board.round(3).to_string(index=False))
-    return _write(out, {"n_prompts": len(prompts), "win_rate_vs_sft": win_rates,
-                        "leaderboard": board.to_dict(orient="records")})
+    metrics = {"n_prompts": len(prompts), "win_rate_vs_sft": win_rates, "leaderboard": board.to_dict(orient="records")}
+    if task == "assistant":  # the constitution is written for the assistant world
+        judge = ai_judge(profile)
+        metrics["ai_judge_vs_sft"] = {}
+        for name in win_rates:
+            raw = judge_win_rate(judge, prompts, responses[name], responses["sft"], n_boot=200)
+            lc = judge_win_rate(judge, prompts, responses[name], responses["sft"], length_controlled=True, n_boot=200)
+            metrics["ai_judge_vs_sft"][name] = {"raw": raw, "length_controlled": lc}
+
+    def responder(model, tok):
+        return lambda contexts: generate(model, tok, contexts, max_new_tokens=profile.max_new_tokens, seed=3,
+                                         max_prompt_length=160, progress=False).responses
+
+    metrics["mt_bench"] = {}
+    for name, (model, tok) in policies.items():
+        scores = mt_bench(world, responder(model, tok), prompts[:120], n_boot=200)
+        metrics["mt_bench"][name] = {k: scores[k] for k in ("turn1", "turn2", "overall", "turn1_ci", "turn2_ci")}
+    return _write(out, metrics)
 
 
 def run(stage: str, task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:

@@ -60,6 +60,19 @@ def test_eval_stage_ranks_every_policy(tmp_path):
     # every stage's policy beats the pretrained model it started from, by the gold reward
     assert all(board[name]["elo"] > board["base"]["elo"] for name in board if name != "base")
     assert all(metrics["win_rate_vs_sft"][name]["win_rate"] > 0.5 for name in ["ppo", "dpo", "best-of-16"])
+    # chapter 13's AI judge agrees on the direction: the aligned policies above SFT, base below,
+    # with and without length control
+    judged = metrics["ai_judge_vs_sft"]
+    assert set(judged) == set(metrics["win_rate_vs_sft"])
+    for name in ["ppo", "dpo", "best-of-16", "rlaif"]:
+        for kind in ("raw", "length_controlled"):
+            assert judged[name][kind]["ci_low"] > 0.5, (name, kind, judged[name][kind])
+    assert judged["base"]["raw"]["ci_high"] < 0.5
+    # MT-Bench-style turns: every trained policy scores above base on both turns
+    mt = metrics["mt_bench"]
+    assert set(mt) == {"base", "sft", "ppo", "rs", "dpo", "rlaif"}
+    for name in ["sft", "ppo", "rs", "dpo", "rlaif"]:
+        assert mt[name]["turn1"] > mt["base"]["turn1"] and mt[name]["turn2"] > mt["base"]["turn2"], name
 
 
 @pytest.mark.parametrize("stage, learned", [
