@@ -322,9 +322,8 @@ def arena_leaderboard(battles: Sequence[tuple[str, str, float]], policy_names: S
     """
     _check_boot(n_boot, level)
     a, b, o = _battle_arrays(battles, policy_names)
-    if groups is None:
-        members = [np.array([k]) for k in range(len(o))]
-    else:
+    members = None  # each battle its own group
+    if groups is not None:
         if len(groups) != len(o):
             raise ValueError(f"groups has {len(groups)} labels for {len(o)} battles")
         _, label = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
@@ -333,8 +332,10 @@ def arena_leaderboard(battles: Sequence[tuple[str, str, float]], policy_names: S
     strengths = _fit_battles(a, b, o, n, l2)
     rng = np.random.default_rng(seed)
     samples = np.empty((n_boot, n))
+    n_groups = len(o) if members is None else len(members)
     for k in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
+        picks = rng.integers(0, n_groups, size=n_groups)
+        idx = picks if members is None else np.concatenate([members[g] for g in picks])
         samples[k] = _fit_battles(a[idx], b[idx], o[idx], n, l2)
     low, high = bootstrap_interval(samples, level=level)
     played = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
