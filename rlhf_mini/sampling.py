@@ -42,8 +42,13 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
     new_mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
     cache = None
     step_ids = ids
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     for t in range(max_new_tokens):
         positions = position_ids_from_mask(mask if cache is None else torch.cat([mask, new_mask[:, :t]], 1))
+        if context is not None and int(positions[:, -1].max()) >= context:
+            # the position embedding would be indexed past its end: say so instead of an IndexError
+            raise ValueError(f"a prompt plus {t} new tokens fills the model's context of {context} positions; "
+                             f"shorten the prompts (max_prompt_length) or max_new_tokens")
         out = model(input_ids=step_ids, attention_mask=torch.cat([mask, new_mask[:, :t]], 1),
                     position_ids=positions[:, -step_ids.shape[1]:], cache=cache, use_cache=True)
         cache = out.cache

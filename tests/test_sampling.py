@@ -76,6 +76,17 @@ def test_sampler_and_scorer_apply_temperature_the_same_way(tiny_policy, tiny_tok
     assert (counts * logp_t).sum() > (counts * logp_1).sum() + 50
 
 
+def test_generation_past_the_context_is_a_clear_error(tiny_policy, tiny_tokenizer):
+    context = tiny_policy.config.n_positions
+    long_prompt = " ".join(["Q: 1 + 2 = ?"] * context)
+    prompt_tokens = len(tiny_tokenizer(long_prompt, add_special_tokens=False)["input_ids"])
+    assert prompt_tokens > context
+    with pytest.warns(UserWarning, match="losing their start"), \
+            pytest.raises(ValueError, match=f"fills the model's context of {context} positions"):
+        generate(tiny_policy, tiny_tokenizer, [long_prompt], max_new_tokens=context, max_prompt_length=context - 2,
+                 temperature=1e-4, seed=0, progress=False)
+
+
 def test_bad_generation_input(tiny_policy, tiny_tokenizer):
     with pytest.raises(ValueError, match="empty batch"):
         generate(tiny_policy, tiny_tokenizer, [], max_new_tokens=4)
