@@ -1,5 +1,6 @@
 """The SQLite label store and the labeling widget: append-only, one commit per label, visible to
-other processes, exportable to the preference format; the widget driven from code."""
+other processes and to a second Jupyter kernel, exportable to the preference format; the widget
+driven from code."""
 
 from __future__ import annotations
 
@@ -130,6 +131,45 @@ def test_widget_driven_from_code(tmp_path):
     assert read_from_another_process(path) == [(1, 2, "alice", 1), (2, 8, "alice", 0), (3, 5, "alice", 0)]
     labels = store.labels()
     assert labels[1].unsafe and labels[1].prompt_quality == "harmful" and labels[2].notes == "both plausible"
+
+
+def run_in_kernel(client, code: str) -> str:
+    """Execute ``code`` in a Jupyter kernel; return what it printed, failing on an error."""
+    printed = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append("\n".join(msg["content"]["traceback"]))
+
+    reply = client.execute_interactive(code, timeout=120, output_hook=hook)
+    assert reply["content"]["status"] == "ok", "".join(printed)
+    return "".join(printed).strip()
+
+
+def test_a_second_kernel_sees_each_label_the_widget_saves(tmp_path):
+    """Two notebooks open on one label store: a kernel labels with the widget, another kernel reads."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    path = tmp_path / "labels.sqlite"
+    kernels = [manager.start_new_kernel(kernel_name="python3") for _ in range(2)]
+    (_, labeling), (_, reading) = kernels
+    read = (f"from rlhf_mini.labelstore import LabelStore\n"
+            f"print([(lab.likert, lab.labeler, lab.unsafe) for lab in LabelStore({str(path)!r}).labels()])")
+    try:
+        assert run_in_kernel(labeling, "import sys; print(sys.executable)") == sys.executable
+        run_in_kernel(labeling, f"from rlhf_mini.labelstore import LabelStore\n"
+                                f"from rlhf_mini.widgets import LabelingWidget\n"
+                                f"w = LabelingWidget(LabelStore({str(path)!r}), {ITEMS!r}, labeler='bob')\n"
+                                f"w.likert.value = 7\n"
+                                f"w.submit.click()")
+        assert run_in_kernel(reading, read) == "[(7, 'bob', False)]"
+        run_in_kernel(labeling, "w.likert.value = 1\nw.unsafe.value = True\nw.submit.click()")
+        assert run_in_kernel(reading, read) == "[(7, 'bob', False), (1, 'bob', True)]"
+    finally:
+        for km, client in kernels:
+            client.stop_channels()
+            km.shutdown_kernel(now=True)
 
 
 def test_widget_bad_items():
