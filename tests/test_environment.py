@@ -1,9 +1,15 @@
-"""The two install routes (pip via pyproject.toml, conda via environment.yml) list the same pins."""
+"""The two install routes (pip via pyproject.toml, conda via environment.yml) list the same pins;
+`import rlhf_mini` is light and reaches every submodule."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import tomllib
+
+import rlhf_mini
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,3 +66,18 @@ def test_constraints_pin_every_dependency_inside_its_range():
             continue
         assert name in pins, f"{name} is not pinned in constraints.txt"
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement.specifier}"
+
+
+def test_package_import_is_light_and_names_its_submodules():
+    """``import rlhf_mini`` loads no torch, yet ``rlhf_mini.losses`` (any submodule) works when named."""
+    code = ("import sys, rlhf_mini; light = 'torch' not in sys.modules; "
+            "loss = rlhf_mini.losses.bradley_terry_loss; print(light, loss.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "rlhf_mini.losses"]
+
+    on_disk = {p.stem for p in (ROOT / "rlhf_mini").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    on_disk |= {p.parent.name for p in (ROOT / "rlhf_mini").glob("*/__init__.py")}
+    assert set(rlhf_mini.SUBMODULES) == on_disk  # the list does not drift from the package
+    assert set(rlhf_mini.SUBMODULES) <= set(dir(rlhf_mini))
+    with pytest.raises(AttributeError, match="no attribute 'lossses'"):
+        rlhf_mini.lossses  # noqa: B018
