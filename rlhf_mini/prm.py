@@ -345,6 +345,9 @@ def solution_scores(step_probs: list[np.ndarray], kind: str, aggregate: str = "m
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    empty = [i for i, p in enumerate(step_probs) if len(p) == 0]
+    if empty:
+        raise ValueError(f"solution {empty[0]} has no step probabilities (a verifier reads at least the EOS)")
     if kind == "orm":
         return np.array([p[-1] for p in step_probs])
     agg = np.min if aggregate == "min" else np.prod
@@ -369,11 +372,18 @@ def best_of_n_accuracy(world: ArithmeticWorld, prompts: list[str], candidates: l
     solution j of prompt i. As in the PRM paper, each N is evaluated on ``n_subsets`` random subsets
     of the M solutions, which lowers the variance of the estimate.
     """
-    m = len(candidates[0])
+    if not prompts or not ns:
+        raise ValueError(f"need prompts and values of N, got {len(prompts)} prompts and ns={ns}")
+    m = len(candidates[0]) if candidates else 0
     if any(len(c) != m for c in candidates) or len(candidates) != len(prompts):
         raise ValueError("candidates must be one list of equal length M per prompt")
     if max(ns) > m or min(ns) < 1:
         raise ValueError(f"every N must be in [1, {m}], got {ns}")
+    for name, s in scores.items():
+        if np.shape(s) != (len(prompts), m):
+            raise ValueError(f"scores[{name!r}] has shape {np.shape(s)}, expected ({len(prompts)}, {m})")
+        if not np.isfinite(np.asarray(s, dtype=float)).all():
+            raise ValueError(f"scores[{name!r}] contains NaN or infinity")
     correct = np.array([[world.final_answer(r) == world.answer(p) for r in c] for p, c in zip(prompts, candidates)])
     answers = [[world.final_answer(r) for r in c] for c in candidates]
     truth = [world.answer(p) for p in prompts]

@@ -105,6 +105,16 @@ def test_bad_input(world, tokenizer):
         encode_solutions(tokenizer, world, ["Q: 1 + 2 = ?"], [])
     with pytest.raises(ValueError, match="not an arithmetic prompt"):
         encode_solutions(tokenizer, world, ["hello"], [" 1 + 2 = 3. Answer: 3"])
+    with pytest.raises(ValueError, match="solution 1 has no step probabilities"):
+        solution_scores([np.array([0.5]), np.array([])], "prm")
+    prompts = world.prompts(2, seed=0)
+    cands = [[world.sample_response(p, np.random.default_rng(i)) for i in range(3)] for p in prompts]
+    with pytest.raises(ValueError, match="need prompts"):
+        best_of_n_accuracy(world, [], [], {}, ns=[1])
+    with pytest.raises(ValueError, match=r"scores\['prm'\] has shape \(2, 2\), expected \(2, 3\)"):
+        best_of_n_accuracy(world, prompts, cands, {"prm": np.zeros((2, 2))}, ns=[1])
+    with pytest.raises(ValueError, match="NaN"):
+        best_of_n_accuracy(world, prompts, cands, {"orm": np.full((2, 3), np.nan)}, ns=[1])
 
 
 def _data(world, n=64, seed=0):
