@@ -37,6 +37,10 @@ class Profile:
     pretrain_batch: int
     pretrain_seq: int
     pretrain_lr: float
+    lr_scale: float
+    """multiplies the learning rates of PPO, DPO and rejection sampling, which were tuned on the cpu
+    profile: Adam's best rate falls roughly as a model widens, so the gpu profile's is the ratio of
+    the two pretraining rates (SFT, reward-model and verifier rates follow ``pretrain_lr`` directly)"""
     # the chapters' stages
     batch_size: int
     """minibatch size for SFT, reward-model and DPO steps"""
@@ -68,6 +72,7 @@ PROFILES: dict[str, Profile] = {
         pretrain_batch=32,
         pretrain_seq=64,
         pretrain_lr=3e-3,
+        lr_scale=1.0,
         batch_size=32,
         sft_steps=300,
         reward_steps=300,
@@ -90,6 +95,7 @@ PROFILES: dict[str, Profile] = {
         pretrain_batch=64,
         pretrain_seq=128,
         pretrain_lr=6e-4,
+        lr_scale=0.2,
         batch_size=64,
         sft_steps=600,
         reward_steps=600,

@@ -90,9 +90,14 @@ class DPOConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile, **changes: Any) -> DPOConfig:
-        """Steps, batch size and context length read from the profile; any field overridable."""
+        """Steps, batch size and context length read from the profile; any field overridable.
+
+        ``lr``, the default or an override, is a rate for the cpu profile's models and is multiplied
+        by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
+        """
         values = {"steps": profile.dpo_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
         values.update(changes)
+        values["lr"] = values.get("lr", cls.lr) * profile.lr_scale
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -267,14 +272,14 @@ def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokeni
         resume_from = Path(resume_from)
         if not (resume_from / TRAINER_STATE).is_file():
             raise ValueError(f"{resume_from}: not a DPO checkpoint folder (no {TRAINER_STATE})")
-        state = torch.load(resume_from / TRAINER_STATE, weights_only=False)
+        state = torch.load(resume_from / TRAINER_STATE, map_location="cpu", weights_only=False)
         from transformers import AutoModelForCausalLM
 
         policy.load_state_dict(AutoModelForCausalLM.from_pretrained(str(resume_from)).state_dict())
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start, metrics = state["step"], list(state["metrics"])
-        ref_logps = torch.load(resume_from / REF_LOGPS)
+        ref_logps = torch.load(resume_from / REF_LOGPS, map_location="cpu")
         if ref_logps["chosen"].shape[0] != len(pairs):
             raise ValueError(f"{resume_from}: the checkpoint's reference log-probs cover "
                              f"{ref_logps['chosen'].shape[0]} pairs, but {len(pairs)} pairs were given")

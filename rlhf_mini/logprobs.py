@@ -184,10 +184,13 @@ def _rows_logprobs(
     flat_index = positions + length * torch.arange(batch, device=input_ids.device)[:, None]
     flat_index = flat_index[:, 1:][selected]
 
+    n_rows = prev_hidden.shape[0]
+    if n_rows == 0:  # nothing selected (e.g. an all-zero response mask): empty, still in the graph
+        empty = (prev_hidden @ weight[:1].T).squeeze(-1).float() * 0
+        return flat_index, empty, (empty if return_entropy else None)
     if impl == "fused":
         return flat_index, kernel(prev_hidden, weight, targets, temperature=temperature), None
 
-    n_rows = prev_hidden.shape[0]
     if chunk_size is None:
         chunk_size = max(1, _DEFAULT_CHUNK_ELEMENTS // weight.shape[0])
     head: Callable[..., Tensor | tuple[Tensor, Tensor]] = linear_logprobs_reference
@@ -211,9 +214,6 @@ def _rows_logprobs(
             entropy_chunks.append(out[1])
         else:
             logprob_chunks.append(out)
-    if n_rows == 0:
-        empty = prev_hidden.new_zeros(0, dtype=torch.float32)
-        return flat_index, empty, (empty if return_entropy else None)
     logprobs = torch.cat(logprob_chunks)
     entropy = torch.cat(entropy_chunks) if return_entropy else None
     return flat_index, logprobs, entropy

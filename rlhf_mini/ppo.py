@@ -126,10 +126,16 @@ class PPOConfig:
 
     @classmethod
     def from_profile(cls, profile, **overrides: object) -> PPOConfig:
-        """Sizes from a ``Profile`` (rollout batch, iterations, response length), then overrides."""
+        """Sizes from a ``Profile`` (rollout batch, iterations, response length), then overrides.
+
+        ``learning_rate``, the default or an override such as a recipe's, is a rate for the cpu
+        profile's models and is multiplied by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
+        """
         base = dict(rollout_batch=profile.rollout_batch, mini_batch=max(1, profile.rollout_batch // 4),
                     n_iterations=profile.rl_steps, max_new_tokens=profile.max_new_tokens)
-        return cls(**{**base, **overrides})
+        values = {**base, **overrides}
+        values["learning_rate"] = values.get("learning_rate", cls.learning_rate) * profile.lr_scale
+        return cls(**values)
 
     def validate(self) -> None:
         for name in ("learning_rate", "rollout_batch", "mini_batch", "ppo_epochs", "clip_range",
@@ -243,7 +249,7 @@ def load_checkpoint(folder: str | Path, policy, value_model, optimizer=None) -> 
         raise ValueError(f"{folder} is not a PPO checkpoint (no trainer_state.pt)")
     policy.load_state_dict(AutoModelForCausalLM.from_pretrained(folder / "policy").state_dict())
     value_model.load_state_dict(ScalarHeadModel.from_pretrained(folder / "value").state_dict())
-    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
     if optimizer is not None:
         optimizer.load_state_dict(state.pop("optimizer"))
     torch.set_rng_state(state.pop("torch_rng"))

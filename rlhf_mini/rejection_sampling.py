@@ -74,10 +74,15 @@ class RSConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile, **changes: Any) -> RSConfig:
-        """Batch size, context and generation length read from the profile; any field overridable."""
+        """Batch size, context and generation length read from the profile; any field overridable.
+
+        ``lr``, the default or an override, is a rate for the cpu profile's models and is multiplied
+        by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
+        """
         values = {"batch_size": profile.batch_size, "max_length": profile.n_ctx,
                   "max_new_tokens": profile.max_new_tokens, "n_eval_prompts": min(profile.n_eval_prompts, 128)}
         values.update(changes)
+        values["lr"] = values.get("lr", cls.lr) * profile.lr_scale
         return cls(**values)
 
     def __post_init__(self) -> None:

@@ -189,11 +189,16 @@ def save_checkpoint(folder: str | Path, model, tokenizer, optimizer: torch.optim
 
 
 def load_trainer_state(folder: str | Path) -> dict[str, Any]:
-    """The ``trainer_state.pt`` of a checkpoint folder."""
+    """The ``trainer_state.pt`` of a checkpoint folder.
+
+    Loaded onto the CPU, so that a run saved on a GPU resumes on a machine without one: the RNG
+    state must be a CPU tensor, and ``optimizer.load_state_dict`` moves the optimizer's moments to
+    the parameters' device.
+    """
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
         raise ValueError(f"{folder}: not a checkpoint folder (no {TRAINER_STATE})")
-    return torch.load(path, weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def load_sft_checkpoint(folder: str | Path):

@@ -242,6 +242,17 @@ def test_kl_without_entropy_and_ignored_everything(tiles):
     assert h.grad.abs().max().item() == 0.0 and w.grad.abs().max().item() == 0.0
 
 
+def test_no_rows(tiles):
+    # e.g. a batch whose response masks select nothing: empty outputs, zero gradients, no division by N
+    hidden, weight, targets = make_head(0, 16, 40, torch.float32)
+    h, w = leaf(hidden), leaf(weight)
+    logp = K.linear_logprobs(h, w, targets, backend="triton", tiles=tiles)
+    kl, entropy = K.linear_kl(h, w, hidden, weight, targets, "k3", return_entropy=True, backend="triton", tiles=tiles)
+    assert logp.shape == kl.shape == entropy.shape == (0,)
+    (logp.sum() + kl.sum() + entropy.sum()).backward()
+    assert h.grad.shape == (0, 16) and w.grad.abs().max().item() == 0.0
+
+
 if given is not None:
 
     @settings(max_examples=4, deadline=None)
@@ -347,8 +358,11 @@ def test_importing_rlhf_mini_does_not_import_triton():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")
 @pytest.mark.parametrize("backward", ["cublas", "fused_dz", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_realistic_shape(dtype, backward):
+def test_cuda_realistic_shape(dtype, backward, monkeypatch):
     pytest.importorskip("triton", reason="triton is not installed")
+    # get_device() switches TF32 on for the process (training wants it): whichever test ran first,
+    # the reference below must be a true fp32 matmul
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     from rlhf_mini.kernels.triton_kernels import TileConfig
 
     tiles = TileConfig(backward=backward)

@@ -216,6 +216,26 @@ def test_fused_path_calls_kernel_on_response_rows_only(
     assert torch.allclose(fused, chunked, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["naive", "chunked", "fused"])
+def test_empty_response_masks_give_zero_with_a_backward(
+    model: GPT2LMHeadModel, monkeypatch: pytest.MonkeyPatch, impl: str
+) -> None:
+    # The Triton kernels tile over rows and divide by their number: they must never see zero rows.
+    def kernel_needing_rows(hidden, weight, targets, *, temperature):
+        assert hidden.shape[0] > 0, "kernel called with no rows"
+        return linear_logprobs_reference(hidden, weight, targets, temperature)
+
+    fake = types.ModuleType("rlhf_mini.kernels")
+    fake.linear_logprobs = kernel_needing_rows
+    monkeypatch.setitem(sys.modules, "rlhf_mini.kernels", fake)
+    model.zero_grad(set_to_none=True)  # the model is shared with other tests
+    input_ids, attention_mask, response_mask = left_padded_batch()
+    logps = sequence_logprobs(model, input_ids, attention_mask, torch.zeros_like(response_mask), impl=impl)
+    assert logps.shape == (input_ids.shape[0],) and not logps.any()
+    logps.sum().backward()  # a loss on an all-empty batch is 0 with zero gradients, not an autograd error
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
 def test_bad_inputs_raise(model: GPT2LMHeadModel) -> None:
     input_ids, attention_mask, response_mask = left_padded_batch()
     response_at_zero = response_mask.clone()

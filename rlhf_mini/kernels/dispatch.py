@@ -106,7 +106,8 @@ def _logprob_stats(hidden, weight, targets, ref_hidden, ref_weight, *, temperatu
     targets1d = targets.reshape(-1)
     ref_hidden2d = None if ref_hidden is None else ref_hidden.reshape(-1, ref_hidden.shape[-1])
 
-    if resolve_backend(backend, hidden.device) == "triton":
+    # no rows: nothing to tile (the Triton grid and chunk sizes divide by N); the reference is exact
+    if resolve_backend(backend, hidden.device) == "triton" and hidden2d.shape[0] > 0:
         if hidden.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"{where}: the Triton kernels take fp32, bf16 or fp16, got "
                              f"{hidden.dtype} (use backend='reference' for float64)")

@@ -88,8 +88,8 @@ def linear_logprob_stats_reference(
             logp, entropy = _chunk_stats(*args)
         logps.append(logp)
         entropies.append(entropy)
-    if not logps:  # N = 0
-        empty = hidden.new_zeros(0, dtype=torch.promote_types(hidden.dtype, torch.float32))
+    if not logps:  # N = 0: empty, but still in the graph, so that a loss built on it has a backward
+        empty = (hidden @ weight[:1].T).squeeze(-1).to(torch.promote_types(hidden.dtype, torch.float32)) * 0
         return empty, empty
     return torch.cat(logps), torch.cat(entropies)
 
