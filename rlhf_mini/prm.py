@@ -32,7 +32,6 @@ second kind and not the first, so chapter 12 trains one PRM/ORM pair on each
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
@@ -45,7 +44,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from rlhf_mini.batch import check_tokenizer
 from rlhf_mini.config import Profile, get_device, get_profile
@@ -202,14 +201,11 @@ class VerifierConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
-        # Checking a step is a harder skill than a preference: a verifier gets more (and larger)
-        # batches than a reward model, a higher peak rate and a cosine decay. On the CPU profile that
-        # is 1,600 steps of 64 solutions at 2e-3, about three minutes on two cores. With half as many
-        # the 2-layer PRM's lead on miscopies depended on the training seed (a verifier pair trained
-        # with seed 1 led by 0.6 points at N = 16 and trailed on two of three test sets; trained this
-        # long, the same pair led on all three).
+        # Checking "a op b = c" is a harder skill than a preference: a verifier gets more (and
+        # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
+        # profile that is 800 steps of 64 solutions at 2e-3, about two and a half minutes on two cores.
         profile = profile or get_profile()
-        values = {"steps": 16 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
+        values = {"steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
                   "lr": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
         values.update(changes)
         return cls(**values)
@@ -436,12 +432,11 @@ class VerifierDataConfig:
 
     @classmethod
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierDataConfig:
-        # The world's solver gives solutions for free: enough problems (two solutions each) that a
-        # verifier sees each kept solution about five times (a few thousand solutions, seen many
-        # more times, let it memorise instead of check).
+        # The world's solver gives solutions for free: enough problems that a verifier sees each
+        # solution about twice (a few thousand solutions let it memorise instead of check).
         profile = profile or get_profile()
         train = VerifierConfig.from_profile(profile)
-        values = {"n_prompts": train.steps * train.batch_size // 8, "samples_per_prompt": 2,
+        values = {"n_prompts": train.steps * train.batch_size // 4, "samples_per_prompt": 2,
                   "max_new_tokens": profile.max_new_tokens}
         values.update(changes)
         return cls(**values)
@@ -490,20 +485,6 @@ def miscopying_solution(prompt: str, rng: np.random.Generator, rate: float = 0.2
         parts.append(format_step(a, op, b, c))
         expr[i - 1 : i + 2] = [c]
     return " " + ". ".join(parts) + f". Answer: {expr[0]}"
-
-
-def verifier_from_policy(policy: GPT2LMHeadModel, seed: int = 0) -> ScalarHeadModel:
-    """The policy's body with a fresh one-logit head (``ScalarHeadModel.from_language_model``).
-
-    GPT-2's GELU (``gelu_new``, the tanh approximation) is computed by one fused op instead of
-    eight elementwise ones: the same function to float rounding, and about a fifth less training
-    time on a CPU, where the verifiers are the longest training in chapter 12.
-    """
-    config = copy.deepcopy(policy.config)
-    config.activation_function = "gelu_pytorch_tanh"
-    body = GPT2LMHeadModel(config)
-    body.load_state_dict(policy.state_dict())
-    return ScalarHeadModel.from_language_model(body.to(policy.device), seed=seed)
 
 
 def generator(profile: Profile | None = None):
@@ -573,7 +554,7 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
         if data_config.balance_parity:
             keep = parity_balanced(world, flat_prompts, flat)
             flat_prompts, flat = [flat_prompts[i] for i in keep], [flat[i] for i in keep]
-        model = verifier_from_policy(policy, seed=config.seed).to(get_device())
+        model = ScalarHeadModel.from_language_model(policy, seed=config.seed).to(get_device())
         result = train_verifier(config, model, tok, world, flat_prompts, flat)
         result.model.save_pretrained(folder)
         tok.save_pretrained(folder)

@@ -19,7 +19,6 @@ from rlhf_mini.prm import (
     step_end_positions,
     step_probabilities,
     train_verifier,
-    verifier_from_policy,
 )
 from rlhf_mini.worlds import get_world
 from rlhf_mini.worlds.arithmetic import (
@@ -203,18 +202,3 @@ def test_miscopying_solution(world):
     by_kind = {m: sample_solutions(world, prompts, 4, seed=1, mistakes=m) for m in ("miscalculation", "miscopy")}
     assert by_kind["miscalculation"] == sample_solutions(world, prompts, 4, seed=1)  # the default is unchanged
     assert by_kind["miscalculation"] != by_kind["miscopy"]
-
-
-def test_verifier_body_computes_the_policy_function_with_a_fused_gelu(tiny_policy):
-    torch.manual_seed(1)
-    for p in tiny_policy.parameters():  # a trained-looking body: pre-activations well away from 0
-        p.data.add_(0.5 * torch.randn_like(p))
-    fused = verifier_from_policy(tiny_policy, seed=3)
-    plain = ScalarHeadModel.from_language_model(tiny_policy, seed=3)
-    assert fused.config.activation_function == "gelu_pytorch_tanh"
-    assert tiny_policy.config.activation_function == "gelu_new"  # the policy itself is untouched
-    ids = torch.randint(0, tiny_policy.config.vocab_size, (3, 20))
-    with torch.no_grad():
-        got, expected = fused(ids), plain(ids)
-    assert expected.abs().max() > 0.1
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
