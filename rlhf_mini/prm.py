@@ -516,16 +516,18 @@ def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, mode
     return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
-def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world",
-                  mistakes: str = "miscalculation") -> Path:
-    """The folder of the cached PRM or ORM (built on first use from the SFT body).
+def training_solutions_path(profile: Profile | None = None, source: str = "world",
+                            mistakes: str = "miscalculation") -> Path:
+    """The folder of the cached training solutions (``solutions.jsonl``: one ``prompt``/``response``
+    object per line) that the PRM and the ORM of ``source`` and ``mistakes`` both train on.
 
-    Both kinds train on the same solutions, for the same steps, from the same initialisation.
-    ``mistakes`` picks the world solver's slips (``VerifierDataConfig.mistakes``).
+    Drawn once and shared by the two kinds: from the world's solver it takes seconds, but from the
+    SFT policy (``source="sft"``) it is the slow part, about 100,000 sampled solutions on the gpu
+    profile. Parity-balanced when ``VerifierDataConfig.balance_parity`` says so.
     """
     import sys
 
-    from rlhf_mini import batch, models, sampling, sft, zoo
+    from rlhf_mini import sampling, sft, zoo
     from rlhf_mini.worlds import get_world
 
     if source not in ("world", "sft"):
@@ -533,19 +535,13 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
     if mistakes not in MISTAKES or (source == "sft" and mistakes != "miscalculation"):
         raise ValueError(f"mistakes must be one of {MISTAKES} (the SFT policy makes its own), got {mistakes!r}")
     profile = profile or get_profile()
-    config = VerifierConfig.from_profile(profile, kind=kind)
     data_config = VerifierDataConfig.from_profile(profile, source=source, mistakes=mistakes)
     world = get_world("arithmetic")
-    gen_path = sft.sft_policy_path("arithmetic", profile)
 
     def build(folder: Path) -> None:
-        from rlhf_mini.utils import set_seed
-
-        set_seed(config.seed)
-        policy, tok = generator(profile)
+        policy, tok = generator(profile) if source == "sft" else (None, None)
         prompts = world.prompts(data_config.n_prompts, seed=data_config.seed, split="train")
-        solutions = sample_solutions(world, prompts, data_config.samples_per_prompt,
-                                     model=policy if source == "sft" else None, tokenizer=tok,
+        solutions = sample_solutions(world, prompts, data_config.samples_per_prompt, model=policy, tokenizer=tok,
                                      max_new_tokens=data_config.max_new_tokens,
                                      temperature=data_config.temperature, seed=data_config.seed,
                                      mistakes=data_config.mistakes)
@@ -554,16 +550,58 @@ def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str
         if data_config.balance_parity:
             keep = parity_balanced(world, flat_prompts, flat)
             flat_prompts, flat = [flat_prompts[i] for i in keep], [flat[i] for i in keep]
+        with open(folder / "solutions.jsonl", "w") as f:
+            for prompt, response in zip(flat_prompts, flat):
+                f.write(json.dumps({"prompt": prompt, "response": response}) + "\n")
+
+    key = asdict(data_config)
+    if source == "sft":  # the world's solver needs no model
+        key["generator"] = sft.sft_policy_path("arithmetic", profile).name
+    name = f"verifier-data-arithmetic-{profile.name}-{source}" + ("" if mistakes == "miscalculation" else f"-{mistakes}")
+    return zoo.cached(name, key, [sys.modules[__name__], sampling], build)
+
+
+def training_solutions(profile: Profile | None = None, source: str = "world",
+                       mistakes: str = "miscalculation") -> tuple[list[str], list[str]]:
+    """``(prompts, responses)``: the cached training solutions of ``training_solutions_path``."""
+    rows = [json.loads(line) for line in
+            (training_solutions_path(profile, source, mistakes) / "solutions.jsonl").read_text().splitlines()]
+    return [r["prompt"] for r in rows], [r["response"] for r in rows]
+
+
+def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world",
+                  mistakes: str = "miscalculation") -> Path:
+    """The folder of the cached PRM or ORM (built on first use from the SFT body).
+
+    Both kinds train on the same solutions (``training_solutions``), for the same steps, from the
+    same initialisation. ``mistakes`` picks the world solver's slips (``VerifierDataConfig.mistakes``).
+    """
+    import sys
+
+    from rlhf_mini import batch, models, sampling, sft, zoo
+    from rlhf_mini.worlds import get_world
+
+    profile = profile or get_profile()
+    data_path = training_solutions_path(profile, source, mistakes)  # validates source and mistakes
+    config = VerifierConfig.from_profile(profile, kind=kind)
+    world = get_world("arithmetic")
+    gen_path = sft.sft_policy_path("arithmetic", profile)
+
+    def build(folder: Path) -> None:
+        from rlhf_mini.utils import set_seed
+
+        set_seed(config.seed)
+        policy, tok = generator(profile)
+        flat_prompts, flat = training_solutions(profile, source, mistakes)
         model = ScalarHeadModel.from_language_model(policy, seed=config.seed).to(get_device())
         result = train_verifier(config, model, tok, world, flat_prompts, flat)
         result.model.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
 
-    key = {"kind": kind, "generator": gen_path.name, **asdict(config), **asdict(data_config)}
+    key = {"kind": kind, "generator": gen_path.name, "data": data_path.name, **asdict(config)}
     name = f"{kind}-arithmetic-{profile.name}" + ("" if mistakes == "miscalculation" else f"-{mistakes}")
-    return zoo.cached(name, key, [sys.modules[__name__], batch, models, sampling],
-                      build)
+    return zoo.cached(name, key, [sys.modules[__name__], batch, models, sampling], build)
 
 
 def verifier(kind: str = "prm", profile: Profile | None = None, source: str = "world",

@@ -202,3 +202,23 @@ def test_miscopying_solution(world):
     by_kind = {m: sample_solutions(world, prompts, 4, seed=1, mistakes=m) for m in ("miscalculation", "miscopy")}
     assert by_kind["miscalculation"] == sample_solutions(world, prompts, 4, seed=1)  # the default is unchanged
     assert by_kind["miscalculation"] != by_kind["miscopy"]
+
+
+def test_both_verifier_kinds_share_one_cached_training_set(world, isolated_cache):
+    from rlhf_mini.config import get_profile
+    from rlhf_mini.prm import VerifierDataConfig, training_solutions, training_solutions_path
+
+    profile = get_profile("cpu")
+    folder = training_solutions_path(profile, "world", "miscopy")
+    assert training_solutions_path(profile, "world", "miscopy") == folder  # loaded, not drawn again
+    prompts, responses = training_solutions(profile, "world", "miscopy")
+    config = VerifierDataConfig.from_profile(profile, mistakes="miscopy")
+    assert 0.5 * config.n_prompts * config.samples_per_prompt < len(prompts) < config.n_prompts * config.samples_per_prompt
+    # parity-balanced: every kept answer has the right answer's parity, and some are wrong
+    answers = [world.final_answer(r) for r in responses]
+    assert all((a - world.answer(p)) % 2 == 0 for p, a in zip(prompts, answers))
+    assert 0.2 < np.mean([a != world.answer(p) for p, a in zip(prompts, answers)]) < 0.8
+    with pytest.raises(ValueError, match="the SFT policy makes its own"):
+        training_solutions_path(profile, "sft", "miscopy")
+    with pytest.raises(ValueError, match="source must be"):
+        training_solutions_path(profile, "human", "miscopy")
