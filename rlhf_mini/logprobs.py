@@ -185,10 +185,7 @@ def _rows_logprobs(
     flat_index = flat_index[:, 1:][selected]
 
     n_rows = prev_hidden.shape[0]
-    if n_rows == 0:  # nothing selected (e.g. an all-zero response mask): empty, still in the graph
-        empty = (prev_hidden @ weight[:1].T).squeeze(-1).float() * 0
-        return flat_index, empty, (empty if return_entropy else None)
-    if impl == "fused":
+    if impl == "fused" and n_rows > 0:  # the kernel tiles over rows; no rows take the path below
         return flat_index, kernel(prev_hidden, weight, targets, temperature=temperature), None
 
     if chunk_size is None:
@@ -196,7 +193,7 @@ def _rows_logprobs(
     head: Callable[..., Tensor | tuple[Tensor, Tensor]] = linear_logprobs_reference
     logprob_chunks: list[Tensor] = []
     entropy_chunks: list[Tensor] = []
-    for start in range(0, n_rows, chunk_size):
+    for start in range(0, max(n_rows, 1), chunk_size):  # no rows: one empty chunk, still in the graph
         args = (
             prev_hidden[start : start + chunk_size],
             weight,
