@@ -7,6 +7,7 @@ response is cut after its first EOS. Rows that never emit EOS are marked ``trunc
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -29,6 +30,16 @@ class Generation:
     """[B] bool: the response hit ``max_new_tokens`` without an EOS"""
 
 
+def kv_cache_keyword(model) -> str:
+    """The name under which ``model.forward`` takes (and its output returns) the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache``; releases before it only know the
+    old name, which 5.24 still accepts but warns about on every call. Asking the signature lets
+    one sampling loop run on every release the course supports.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: int,
                   temperature: float, top_k: int, generator: torch.Generator | None):
@@ -41,6 +52,7 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
     new_tokens = torch.full((B, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
     new_mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
     cache = None
+    cache_keyword = kv_cache_keyword(model)
     step_ids = ids
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     for t in range(max_new_tokens):
@@ -50,8 +62,8 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
             raise ValueError(f"a prompt plus {t} new tokens fills the model's context of {context} positions; "
                              f"shorten the prompts (max_prompt_length) or max_new_tokens")
         out = model(input_ids=step_ids, attention_mask=torch.cat([mask, new_mask[:, :t]], 1),
-                    position_ids=positions[:, -step_ids.shape[1]:], cache=cache, use_cache=True)
-        cache = out.cache
+                    position_ids=positions[:, -step_ids.shape[1]:], use_cache=True, **{cache_keyword: cache})
+        cache = getattr(out, cache_keyword)
         logits = out.logits[:, -1, :].float() / temperature
         if top_k:
             kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]

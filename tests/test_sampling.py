@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhf_mini.logprobs import sequence_logprobs
-from rlhf_mini.sampling import best_of_n_kl, generate
+from rlhf_mini.sampling import best_of_n_kl, generate, kv_cache_keyword
 
 
 def test_best_of_n_kl_closed_form():
@@ -27,6 +27,30 @@ def test_generation_is_seeded_and_cut_at_eos(tiny_policy, tiny_tokenizer):
         assert eos not in resp[:-1]  # cut after the first EOS
         assert (resp[-1] == eos) != bool(a.truncated[i]) or len(resp) == 12
         assert len(resp) <= 12
+
+
+def test_a_cached_step_equals_the_full_forward(tiny_policy, tiny_tokenizer):
+    """One decoding step through the KV cache, under the name this transformers uses, must give the
+    logits of re-reading the whole sequence. A cache passed under a name the model ignores would
+    decode from the last token alone, which the second assert shows is different."""
+    ids = tiny_tokenizer("Review: I thought the movie was", return_tensors="pt").input_ids
+    keyword = kv_cache_keyword(tiny_policy)
+    with torch.no_grad():
+        prefix = tiny_policy(input_ids=ids[:, :-1], use_cache=True)
+        step = tiny_policy(input_ids=ids[:, -1:], position_ids=torch.tensor([[ids.shape[1] - 1]]),
+                           use_cache=True, **{keyword: getattr(prefix, keyword)})
+        full = tiny_policy(input_ids=ids)
+        last_token_alone = tiny_policy(input_ids=ids[:, -1:], position_ids=torch.tensor([[ids.shape[1] - 1]]))
+    torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(last_token_alone.logits[:, -1], full.logits[:, -1], atol=1e-3)
+
+
+def test_kv_cache_keyword_follows_the_installed_transformers(tiny_policy):
+    import transformers
+    from packaging.version import Version
+
+    expected = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+    assert kv_cache_keyword(tiny_policy) == expected
 
 
 def test_batched_generation_matches_one_at_a_time(tiny_policy, tiny_tokenizer):
