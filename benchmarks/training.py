@@ -34,13 +34,9 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from rlhf_mini.config import get_device, get_profile  # noqa: E402
 from rlhf_mini.logprobs import sequence_logprobs, token_logprobs  # noqa: E402
-from rlhf_mini.losses import (  # noqa: E402
-    bradley_terry_loss,
-    dpo_loss,
-    ppo_policy_loss,
-    ppo_value_loss,
-)
+from rlhf_mini.losses import bradley_terry_loss, dpo_loss  # noqa: E402
 from rlhf_mini.models import ScalarHeadModel  # noqa: E402
+from rlhf_mini.ppo import ppo_policy_loss, ppo_value_loss  # noqa: E402
 
 STAGES = ("reward", "ppo", "dpo")
 

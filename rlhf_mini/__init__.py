@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "batch", "best_of_n", "cli_stages", "config", "constitution", "data", "dpo", "eval", "kernels",
     "labelers", "labelstore", "logprobs", "losses", "models", "nbtools", "ppo", "pretrain", "prm",
-    "rejection_sampling", "reward", "rlaif", "sampling", "sft", "slides", "theory", "utils", "widgets",
-    "worlds", "zoo",
+    "rejection_sampling", "reward", "rlaif", "sampling", "scoring", "sft", "slides", "theory", "training",
+    "utils", "widgets", "worlds", "zoo",
 )
 
 

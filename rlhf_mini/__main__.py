@@ -41,24 +41,24 @@ def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: 
 
     profile = get_profile(profile_name)
     if stage == "sft":
-        from rlhf_mini.sft import sft_policy_path
+        from rlhf_mini.zoo.sft import sft_policy_path
 
         return copy_artifact(sft_policy_path(task, profile), out)
     if stage == "reward":
-        from rlhf_mini.reward import reward_model_path
+        from rlhf_mini.zoo.reward import reward_model_path
 
         return copy_artifact(reward_model_path(task, profile), out)
     if stage == "ppo":
-        from rlhf_mini.ppo import CHAPTER_RECIPE, _ppo_path
+        from rlhf_mini.zoo.ppo import CHAPTER_RECIPE, ppo_policy_path
 
-        overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
-        return copy_artifact(_ppo_path(task, profile, {**CHAPTER_RECIPE, **overrides}), out)
+        overrides = {} if args.kl_coef is None else {"beta": args.kl_coef}
+        return copy_artifact(ppo_policy_path(task, profile, **{**CHAPTER_RECIPE, **overrides}), out)
     if stage == "dpo":
-        from rlhf_mini.dpo import dpo_policy_path
+        from rlhf_mini.zoo.dpo import dpo_policy_path
 
         return copy_artifact(dpo_policy_path(task, profile, beta=args.beta, loss_type=args.loss_type), out)
     if stage == "prm":
-        from rlhf_mini.prm import verifier_path
+        from rlhf_mini.zoo.prm import verifier_path
 
         info = copy_artifact(verifier_path("prm", profile, mistakes=args.mistakes), out / "prm")
         copy_artifact(verifier_path("orm", profile, mistakes=args.mistakes), out / "orm")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beta", type=float, default=0.5, help="dpo and eval: the KL strength β")
     parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo and eval")
     parser.add_argument("--kl-coef", type=float, default=None,
-                        help="ppo and eval: initial KL coefficient of chapter 9's adaptive recipe")
+                        help="ppo and eval: initial KL coefficient β of chapter 9's adaptive recipe")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="bon: values of N; eval: the largest is its best-of-N contestant")
     parser.add_argument("--mistakes", choices=["miscalculation", "miscopy"], default="miscalculation",

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,39 +43,17 @@ from typing import Any
 import numpy as np
 
 from rlhf_mini.config import Profile
-from rlhf_mini.sampling import best_of_n_kl, generate
+from rlhf_mini.sampling import best_of_n_kl
+from rlhf_mini.scoring import Scorer, sample_pool, score_pool
 
-Scorer = Callable[[list[str], list[str]], np.ndarray]
-"""``scorer(prompts, responses) -> [len(prompts)]`` scores; prompts are raw (not chat-formatted)."""
 
 def _log_binom(a: np.ndarray, b: int) -> np.ndarray:
     """log C(a, b) elementwise, via log-gamma (no overflow at a = 256)."""
     return np.array([math.lgamma(x + 1) - math.lgamma(b + 1) - math.lgamma(x - b + 1) for x in a])
 
 
-__all__ = ["BestOfNConfig", "BestOfNResult", "BestOfNSweep", "Scorer", "best_of_n", "best_of_n_expected",
-           "best_of_n_kl", "best_of_n_sweep", "gold_scorer", "load_best_of_n_sweep", "measured_best_of_n_kl",
-           "reward_model_scorer", "sample_pool", "score_pool"]
-
-
-def gold_scorer(world) -> Scorer:
-    """Score with the world's hidden gold reward (an oracle, for comparison)."""
-    return world.gold_rewards
-
-
-def reward_model_scorer(rm, tokenizer, world, batch_size: int | None = None) -> Scorer:
-    """Score with a trained reward model (the proxy) through ``rlhf_mini.reward.score_texts``."""
-    from rlhf_mini.reward import score_texts
-
-    def score(prompts: list[str], responses: list[str]) -> np.ndarray:
-        if batch_size is None:
-            return np.asarray(score_texts(rm, tokenizer, world, prompts, responses), dtype=float)
-        return np.concatenate([
-            np.asarray(score_texts(rm, tokenizer, world, prompts[i:i + batch_size],
-                                   responses[i:i + batch_size]), dtype=float)
-            for i in range(0, len(prompts), batch_size)])
-
-    return score
+__all__ = ["BestOfNConfig", "BestOfNResult", "BestOfNSweep", "best_of_n", "best_of_n_expected",
+           "best_of_n_sweep", "load_best_of_n_sweep", "measured_best_of_n_kl"]
 
 
 @dataclass
@@ -96,30 +73,6 @@ class BestOfNResult:
     def chosen_scores(self) -> np.ndarray:
         """[P] the score of each chosen response (the row maximum)."""
         return self.scores[np.arange(len(self.prompts)), self.chosen_index]
-
-
-def sample_pool(policy, tokenizer, world, prompts: list[str], n: int, *, max_new_tokens: int = 32,
-                temperature: float = 1.0, top_k: int = 0, batch_size: int = 256, seed: int = 0,
-                progress: bool = True) -> list[list[str]]:
-    """``n`` independent samples per prompt, ``[P][n]``; all P·n rows are generated in big batches."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not prompts:
-        raise ValueError("no prompts given")
-    formatted = [world.format_prompt(p) for p in prompts for _ in range(n)]
-    gen = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
-                   top_k=top_k, batch_size=batch_size, seed=seed, progress=progress)
-    return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-def score_pool(scorer: Scorer, prompts: list[str], samples: list[list[str]]) -> np.ndarray:
-    """``[P, n]`` scores of a ``[P][n]`` pool, in one call to ``scorer``."""
-    flat_prompts = [p for p, row in zip(prompts, samples) for _ in row]
-    flat_responses = [r for row in samples for r in row]
-    scores = np.asarray(scorer(flat_prompts, flat_responses), dtype=float)
-    if scores.shape != (len(flat_prompts),):
-        raise ValueError(f"scorer returned shape {scores.shape}, expected ({len(flat_prompts)},)")
-    return scores.reshape(len(prompts), -1)
 
 
 def best_of_n(policy, tokenizer, world, prompts: list[str], n: int, scorer: Scorer, *,

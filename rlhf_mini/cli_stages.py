@@ -12,7 +12,29 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rlhf_mini.best_of_n import BestOfNConfig, best_of_n, best_of_n_sweep
 from rlhf_mini.config import Profile
+from rlhf_mini.constitution import ai_label_pairs, label_agreement
+from rlhf_mini.data import load_preferences, preference_file, write_jsonl
+from rlhf_mini.eval import (
+    arena_leaderboard,
+    battle_prompts,
+    gold_battles,
+    gold_win_rate,
+    judge_win_rate,
+    mt_bench,
+)
+from rlhf_mini.sampling import generate
+from rlhf_mini.scoring import reward_model_scorer
+from rlhf_mini.worlds import get_world
+from rlhf_mini.zoo import cached_base_model
+from rlhf_mini.zoo.dpo import dpo_policy
+from rlhf_mini.zoo.ppo import CHAPTER_RECIPE as PPO_RECIPE
+from rlhf_mini.zoo.ppo import ppo_policy
+from rlhf_mini.zoo.rejection_sampling import rs_policy, rs_policy_path
+from rlhf_mini.zoo.reward import cached_reward_model
+from rlhf_mini.zoo.rlaif import cached_ai_judge, rlaif_metrics, rlaif_policy, rlaif_policy_path
+from rlhf_mini.zoo.sft import sft_policy
 
 
 def _write(out: Path, metrics: Any) -> dict:
@@ -42,14 +64,9 @@ def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> di
     A ``BestOfNConfig`` sweep with a pool of twice the largest N; ``out`` gets ``metrics.json``
     and the scored pool (``pool.jsonl``).
     """
-    from rlhf_mini.best_of_n import BestOfNConfig, best_of_n_sweep, reward_model_scorer
-    from rlhf_mini.reward import reward_model
-    from rlhf_mini.sft import sft_policy
-    from rlhf_mini.worlds import get_world
-
     world = get_world(task)
     policy, tokenizer = sft_policy(task, profile)
-    rm, rm_tokenizer = reward_model(task, profile)
+    rm, rm_tokenizer = cached_reward_model(task, profile)
     config = BestOfNConfig.from_profile(profile, ns=tuple(ns), pool_size=2 * max(ns))
     sweep = best_of_n_sweep(config, policy, tokenizer, world, reward_model_scorer(rm, rm_tokenizer, world))
     for row in sweep.metrics:
@@ -61,9 +78,7 @@ def best_of_n_stage(task: str, profile: Profile, out: Path, ns: list[int]) -> di
 
 def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:
     """Rejection-sampling fine-tuning from the SFT policy under the reward model: chapter 10's recipe
-    (``rejection_sampling.CHAPTER_RECIPE``, two rounds of best-of-8), the policy ``eval`` ranks."""
-    from rlhf_mini.rejection_sampling import rs_policy_path
-
+    (``zoo.rejection_sampling.CHAPTER_RECIPE``, two rounds of best-of-8), the policy ``eval`` ranks."""
     return copy_artifact(rs_policy_path(task, profile), out)
 
 
@@ -71,19 +86,14 @@ def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
     """The RLAIF policy, and how well its AI labeler agrees with gold.
 
     Copies the cached RLAIF policy (DPO on the SFT policy's samples, labelled by chapter 13's
-    constitutional judge; ``rlaif.rlaif_policy``) with its DPO metrics into ``out``, then relabels
+    constitutional judge; ``zoo.rlaif.rlaif_policy``) with its DPO metrics into ``out``, then relabels
     the shipped preference pairs with the same judge into ``{task}_ai_labels.jsonl``. ``metrics.json``
     holds the DPO steps, the judge's agreement with gold on its own training pairs and on the
     shipped pairs.
     """
-    from rlhf_mini.constitution import ai_label_pairs, label_agreement
-    from rlhf_mini.data import load_preferences, write_jsonl
-    from rlhf_mini.reward import preference_file
-    from rlhf_mini.rlaif import ai_judge, rlaif_metrics, rlaif_policy_path
-
     info = copy_artifact(rlaif_policy_path(task, profile), out)
     records = list(load_preferences(preference_file(task, "train")))
-    labelled = ai_label_pairs(ai_judge(profile), records)
+    labelled = ai_label_pairs(cached_ai_judge(profile), records)
     write_jsonl(labelled, out / f"{task}_ai_labels.jsonl")
     metrics = rlaif_metrics(task, profile)
     agreement = {"policy_pairs": metrics["labels"], "shipped_pairs": label_agreement(labelled)}
@@ -110,31 +120,12 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     * ``mt_bench``: two-turn 1-10 scores of each policy (best-of-N, not a single model, is left out)
       on the first 120 prompts.
     """
-    from rlhf_mini import zoo
-    from rlhf_mini.best_of_n import best_of_n, reward_model_scorer
-    from rlhf_mini.dpo import dpo_policy
-    from rlhf_mini.eval import (
-        arena_leaderboard,
-        battle_prompts,
-        gold_battles,
-        gold_win_rate,
-        judge_win_rate,
-        mt_bench,
-    )
-    from rlhf_mini.ppo import CHAPTER_RECIPE, ppo_policy
-    from rlhf_mini.rejection_sampling import rs_policy
-    from rlhf_mini.reward import reward_model
-    from rlhf_mini.rlaif import ai_judge, rlaif_policy
-    from rlhf_mini.sampling import generate
-    from rlhf_mini.sft import sft_policy
-    from rlhf_mini.worlds import get_world
-
     world = get_world(task)
     prompts = world.prompts(profile.n_eval_prompts, seed=0, split="test")
-    ppo_overrides = {} if args.kl_coef is None else {"kl_coef": args.kl_coef}
+    ppo_overrides = {} if args.kl_coef is None else {"beta": args.kl_coef}
     sft, tokenizer = sft_policy(task, profile)
-    policies = {"base": zoo.base_model(profile), "sft": (sft, tokenizer),
-                "ppo": ppo_policy(task, profile, **{**CHAPTER_RECIPE, **ppo_overrides}),
+    policies = {"base": cached_base_model(profile), "sft": (sft, tokenizer),
+                "ppo": ppo_policy(task, profile, **{**PPO_RECIPE, **ppo_overrides}),
                 "rs": rs_policy(task, profile),
                 "dpo": dpo_policy(task, profile, beta=args.beta, loss_type=args.loss_type)}
     if task == "assistant":  # the constitution is written for the assistant world
@@ -143,7 +134,7 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
                                 max_new_tokens=profile.max_new_tokens, seed=1).responses
                  for name, (model, tok) in policies.items()}
     n = max(args.n)
-    rm, rm_tokenizer = reward_model(task, profile)
+    rm, rm_tokenizer = cached_reward_model(task, profile)
     rm_score = reward_model_scorer(rm, rm_tokenizer, world)
     responses[f"best-of-{n}"] = best_of_n(sft, tokenizer, world, prompts, n, rm_score,
                                           max_new_tokens=profile.max_new_tokens, seed=2).responses
@@ -155,7 +146,7 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     print(board.round(3).to_string(index=False))
     metrics = {"n_prompts": len(prompts), "win_rate_vs_sft": win_rates, "leaderboard": board.to_dict(orient="records")}
     if task == "assistant":  # the constitution is written for the assistant world
-        judge = ai_judge(profile)
+        judge = cached_ai_judge(profile)
         metrics["ai_judge_vs_sft"] = {}
         for name in win_rates:
             raw = judge_win_rate(judge, prompts, responses[name], responses["sft"], n_boot=200)

@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhf_mini.batch import encode_pairs
+from rlhf_mini.data import check_pairs
+from rlhf_mini.logprobs import sequence_logprobs
 from rlhf_mini.worlds.base import split_sentences
 
 # --------------------------------------------------------------------------------------------
@@ -202,9 +205,6 @@ class LMConfidence:
     @torch.no_grad()
     def precompute(self, prompts: list[str], responses: list[str]) -> None:
         """Score every (prompt, sentence) not yet cached, in batches."""
-        from rlhf_mini.batch import encode_pairs
-        from rlhf_mini.logprobs import sequence_logprobs
-
         todo = sorted({(p, s) for p, r in zip(prompts, responses) for s in split_sentences(r)} - set(self.cache))
         device = next(self.model.parameters()).device
         self.model.eval()
@@ -340,8 +340,6 @@ def ai_label_pairs(judge: ConstitutionalJudge, records: list[dict[str, Any]],
     Each output record keeps its metadata (gold values are swapped along with the responses) and
     gains ``ai_prob`` = P_AI(chosen ≻ rejected) and ``labeler`` = ``"ai"``.
     """
-    from rlhf_mini.dpo import check_pairs
-
     check_pairs(records)  # names the first bad record and field
     out = []
     for r in records:

@@ -173,6 +173,45 @@ def load_preferences(path: str | Path):
     return dataset
 
 
+def check_pairs(pairs: Any) -> list[dict[str, str]]:
+    """Validate preference pairs (a list of dicts or a ``datasets.Dataset``) and return plain
+    ``prompt``/``chosen``/``rejected`` dicts."""
+    rows = [dict(r) for r in pairs] if not isinstance(pairs, list) else pairs
+    if not rows:
+        raise ValueError("no preference pairs given: pass records with 'prompt', 'chosen' and 'rejected'")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"preference pair {i}: expected a dict, got {type(row).__name__}")
+        for key in ("prompt", "chosen", "rejected"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"preference pair {i}: field '{key}' is missing or not a string")
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+
+
+def preference_file(task: str, split: str) -> Path:
+    """The shipped ``data/{task}_prefs_{split}.jsonl``."""
+    path = DATA_DIR / f"{task}_prefs_{split}.jsonl"
+    if not path.is_file():
+        raise ValueError(f"no preference data for task {task!r}: {path} does not exist")
+    return path
+
+
+def preference_pairs(task: str, n: int, split: str = "train") -> list[dict[str, str]]:
+    """The first ``n`` shipped gold-labelled pairs of ``task`` (generated when no file ships).
+
+    Their responses come from the world's own writers, not from the SFT policy: off-policy data.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    path = DATA_DIR / f"{task}_prefs_{split}.jsonl"
+    if not path.is_file():
+        return check_pairs(make_preference_pairs(get_world(task), n, seed=0, split=split))
+    rows = check_pairs(load_preferences(path))
+    if n > len(rows):
+        raise ValueError(f"{path}: asked for {n} pairs, but the file has {len(rows)}")
+    return rows[:n]
+
+
 def default_files() -> dict[str, dict[str, Any]]:
     """The preference files shipped under data/ and how each one is made."""
     return {

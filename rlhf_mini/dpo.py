@@ -33,8 +33,6 @@ one faster. ``rewards/chosen`` below zero with growing ``rewards/margins`` is th
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,14 +44,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_mini.batch import TokenBatch, check_tokenizer, encode_pairs
-from rlhf_mini.config import Profile, get_device, get_profile
+from rlhf_mini.config import Profile
+from rlhf_mini.data import check_pairs
 from rlhf_mini.logprobs import sequence_logprobs
 from rlhf_mini.losses import DPO_LOSS_TYPES, dpo_loss
 from rlhf_mini.models import disable_dropout
-from rlhf_mini.sft import batch_indices
-
-TRAINER_STATE = "trainer_state.pt"
-REF_LOGPS = "ref_logps.pt"
+from rlhf_mini.sampling import generate
+from rlhf_mini.training import (
+    batch_indices,
+    load_checkpoint,
+    lr_at,
+    optimizer_step,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -67,11 +70,11 @@ class DPOConfig:
     """``sigmoid`` (DPO), ``ipo`` (squared loss on length-averaged log-ratios) or ``hinge`` (SLiC)"""
     label_smoothing: float = 0.0
     """ε of conservative DPO: labels are assumed flipped with probability ε (sigmoid only)"""
-    lr: float = 1e-4
+    learning_rate: float = 1e-4
     """peak AdamW learning rate. On the assistant world's on-policy pairs, 3e-4 over-optimises by
     150 steps (garbled sentences rise, the gold win rate over SFT fell to 0.56); 1e-4 gave 0.69, 0.72
     and 0.68 on seeds 0-2 (``dpo_policy(seed=...)``)"""
-    steps: int = 150
+    max_steps: int = 150
     """optimizer steps (one minibatch each)"""
     batch_size: int = 32
     """preference pairs per minibatch"""
@@ -92,12 +95,12 @@ class DPOConfig:
     def from_profile(cls, profile: Profile, **changes: Any) -> DPOConfig:
         """Steps, batch size and context length read from the profile; any field overridable.
 
-        ``lr``, the default or an override, is a rate for the cpu profile's models and is multiplied
-        by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
+        ``learning_rate``, the default or an override, is a rate for the cpu profile's models and is
+        multiplied by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
         """
-        values = {"steps": profile.dpo_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
+        values = {"max_steps": profile.dpo_steps, "batch_size": profile.batch_size, "max_length": profile.n_ctx}
         values.update(changes)
-        values["lr"] = values.get("lr", cls.lr) * profile.lr_scale
+        values["learning_rate"] = values.get("learning_rate", cls.learning_rate) * profile.lr_scale
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -109,8 +112,8 @@ class DPOConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5], got {self.label_smoothing}")
         if self.label_smoothing > 0 and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing applies only to loss_type='sigmoid'")
-        if self.steps < 1 or self.batch_size < 1 or self.ref_batch_size < 1:
-            raise ValueError("steps, batch_size and ref_batch_size must be >= 1")
+        if self.max_steps < 1 or self.batch_size < 1 or self.ref_batch_size < 1:
+            raise ValueError("max_steps, batch_size and ref_batch_size must be >= 1")
 
 
 @dataclass
@@ -126,20 +129,6 @@ class DPOResult:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-
-
-def check_pairs(pairs: Any) -> list[dict[str, str]]:
-    """Validate preference pairs (a list of dicts or a ``datasets.Dataset``) and return plain dicts."""
-    rows = [dict(r) for r in pairs] if not isinstance(pairs, list) else pairs
-    if not rows:
-        raise ValueError("no preference pairs given: pass records with 'prompt', 'chosen' and 'rejected'")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"preference pair {i}: expected a dict, got {type(row).__name__}")
-        for key in ("prompt", "chosen", "rejected"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"preference pair {i}: field '{key}' is missing or not a string")
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
 def encode_preference_batch(tokenizer: PreTrainedTokenizerBase, world, pairs: list[dict[str, str]],
@@ -175,11 +164,6 @@ def precompute_ref_logps(ref_policy, tokenizer, world, pairs: list[dict[str, str
         out["rejected_tokens"].append(tokens[b:].float().cpu())
     ref_policy.train(was_training)
     return {k: torch.cat(v) for k, v in out.items()}
-
-
-def lr_at(step: int, config: DPOConfig) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,33 +202,6 @@ def dpo_batch_loss(config: DPOConfig, policy, batch: TokenBatch, ref: dict[str, 
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(folder: str | Path, policy, tokenizer, optimizer: torch.optim.Optimizer, step: int,
-                    metrics: list[dict[str, Any]], config: DPOConfig,
-                    ref_logps: dict[str, torch.Tensor]) -> Path:
-    """Write the policy, tokenizer, trainer state (optimizer, step, metrics, RNG) and reference log-probs."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
-                "config": asdict(config), "torch_rng": torch.get_rng_state()}, folder / TRAINER_STATE)
-    torch.save(ref_logps, folder / REF_LOGPS)
-    return folder
-
-
-def load_dpo_checkpoint(folder: str | Path):
-    """``(policy, tokenizer)`` from a DPO checkpoint or a finished DPO artifact folder."""
-    from rlhf_mini.models import load_pretrained
-
-    model, tokenizer = load_pretrained(folder)
-    return model.to(get_device()).eval(), tokenizer
-
-
-# --------------------------------------------------------------------------------------------
 # The training loop
 # --------------------------------------------------------------------------------------------
 
@@ -266,20 +223,11 @@ def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokeni
         raise ValueError("policy and ref_policy are the same object: pass models.reference_copy(policy)")
     device = next(policy.parameters()).device
     disable_dropout(policy)  # with dropout on, the step-0 loss would not be ln 2 (π_θ = π_ref in eval mode)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start, metrics = 0, []
     if resume_from is not None:
-        resume_from = Path(resume_from)
-        if not (resume_from / TRAINER_STATE).is_file():
-            raise ValueError(f"{resume_from}: not a DPO checkpoint folder (no {TRAINER_STATE})")
-        state = torch.load(resume_from / TRAINER_STATE, map_location="cpu", weights_only=False)
-        from transformers import AutoModelForCausalLM
-
-        policy.load_state_dict(AutoModelForCausalLM.from_pretrained(str(resume_from)).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start, metrics = state["step"], list(state["metrics"])
-        ref_logps = torch.load(resume_from / REF_LOGPS, map_location="cpu")
+        state = load_checkpoint(resume_from, {"": policy}, optimizer)
+        start, metrics, ref_logps = state["step"], list(state["metrics"]), state["ref_logps"]
         if ref_logps["chosen"].shape[0] != len(pairs):
             raise ValueError(f"{resume_from}: the checkpoint's reference log-probs cover "
                              f"{ref_logps['chosen'].shape[0]} pairs, but {len(pairs)} pairs were given")
@@ -293,93 +241,32 @@ def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokeni
                                          config.ref_batch_size, progress)
     policy.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), desc=f"DPO ({config.loss_type}, β={config.beta})",
+    bar = tqdm(range(start, config.max_steps), desc=f"DPO ({config.loss_type}, β={config.beta})",
                disable=not progress, leave=False)
     for step in bar:
         idx = batch_indices(step, len(pairs), config.batch_size, config.seed)
         batch = encode_preference_batch(tokenizer, world, [pairs[i] for i in idx], config.max_length).to(device)
         ref = {k: v[torch.as_tensor(idx)] for k, v in ref_logps.items()}
-        lr = lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        # linear warm-up, then constant (as in the DPO paper)
+        lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                   max_steps=config.max_steps, schedule="constant")
         loss, stats = dpo_batch_loss(config, policy, batch, ref)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-        optimizer.step()
+        grad_norm = optimizer_step(optimizer, loss, policy.parameters(), config.max_grad_norm, lr)
         metrics.append({"step": step + 1, **stats, "lr": lr, "grad_norm": float(grad_norm),
                         "epoch": (step + 1) * config.batch_size / len(pairs),
                         "elapsed": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['rewards/accuracies']:.2f}")
         if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-            save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", policy, tokenizer, optimizer,
-                            step + 1, metrics, config, ref_logps)
+            save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", {"": policy},
+                            {"step": step + 1, "metrics": metrics, "config": asdict(config), "ref_logps": ref_logps},
+                            optimizer=optimizer, tokenizer=tokenizer)
     policy.eval()
     return DPOResult(policy, metrics, ref_logps)
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation: gold reward and KL from the reference (win rates: ``rlhf_mini.eval.gold_win_rate``)
+# On-policy pairs: the data of the DPO paper's experiments
 # --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_policy(policy, ref_policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32,
-                    temperature: float = 1.0, batch_size: int = 128, seed: int = 0,
-                    progress: bool = False) -> dict[str, Any]:
-    """Sample one response per prompt from ``policy`` and measure it.
-
-    Returns ``gold`` (mean gold reward), ``kl`` (mean of log π(y|x) − log π_ref(y|x) over the
-    samples: an unbiased estimate of the sequence-level KL(π ‖ π_ref) in nats), ``length`` (mean
-    response tokens), ``truncated`` (fraction without EOS), plus the ``responses`` and the per-sample
-    ``gold_rewards`` and ``kls``.
-    """
-    from rlhf_mini.sampling import generate
-
-    formatted = [world.format_prompt(p) for p in prompts]
-    gen = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
-                   batch_size=batch_size, seed=seed, progress=progress)
-    device = next(policy.parameters()).device
-    kls = []
-    for start in range(0, len(prompts), batch_size):
-        b = TokenBatch(*(t[start:start + batch_size] for t in
-                         (gen.batch.input_ids, gen.batch.attention_mask, gen.batch.response_mask))).to(device)
-        if not bool(b.response_mask.any()):
-            kls.append(torch.zeros(len(b)))
-            continue
-        lp = sequence_logprobs(policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
-        lr = sequence_logprobs(ref_policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
-        kls.append((lp - lr).float().cpu())
-    kl = torch.cat(kls).numpy()
-    gold = world.gold_rewards(list(prompts), gen.responses)
-    return {"gold": float(gold.mean()), "kl": float(kl.mean()),
-            "length": float(gen.batch.response_mask.sum(1).float().mean()),
-            "truncated": float(gen.truncated.float().mean()),
-            "responses": gen.responses, "gold_rewards": gold, "kls": kl}
-
-
-# --------------------------------------------------------------------------------------------
-# The zoo artifact
-# --------------------------------------------------------------------------------------------
-
-
-def preference_pairs(task: str, n: int, split: str = "train") -> list[dict[str, str]]:
-    """The first ``n`` shipped gold-labelled pairs of ``task`` (generated when no file ships).
-
-    Their responses come from the world's own writers, not from the SFT policy: off-policy data.
-    """
-    from rlhf_mini.data import DATA_DIR, load_preferences, make_preference_pairs
-    from rlhf_mini.worlds import get_world
-
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    path = DATA_DIR / f"{task}_prefs_{split}.jsonl"
-    if not path.is_file():
-        return check_pairs(make_preference_pairs(get_world(task), n, seed=0, split=split))
-    rows = check_pairs(load_preferences(path))
-    if n > len(rows):
-        raise ValueError(f"{path}: asked for {n} pairs, but the file has {len(rows)}")
-    return rows[:n]
 
 
 def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32, seed: int = 0,
@@ -396,8 +283,6 @@ def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tok
     judge's sampled verdict (RLAIF); then only identical responses are dropped, and the gold values
     are kept in the records so that the labels can be checked against them.
     """
-    from rlhf_mini.sampling import generate
-
     formatted = [world.format_prompt(p) for p in prompts for _ in range(2)]
     responses = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
                          batch_size=256, seed=seed, progress=False).responses
@@ -417,83 +302,3 @@ def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tok
                       "chosen_gold": float(gold[i, 0] if first_wins else gold[i, 1]),
                       "rejected_gold": float(gold[i, 1] if first_wins else gold[i, 0])})
     return pairs
-
-
-def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompts: int,
-                        prefer: Callable[[str, str, str], bool] | None = None, *,
-                        start_from: str | Path | None = None, round_index: int = 1):
-    """The zoo's DPO recipe: ``on_policy_pairs`` of ``n_prompts`` train prompts, then ``train_dpo``.
-
-    Round 1 starts from the SFT policy. A later round (``round_index`` > 1, iterative or "online"
-    DPO) starts from the policy saved at ``start_from``, samples fresh pairs from *it* on fresh
-    prompts, and uses it as the reference. ``prefer`` labels the pairs (default: the gold reward).
-    Returns ``(DPOResult, tokenizer, pairs)``.
-    """
-    from rlhf_mini import sft
-    from rlhf_mini.models import reference_copy
-    from rlhf_mini.utils import set_seed
-    from rlhf_mini.worlds import get_world
-
-    world = get_world(task)
-    set_seed(config.seed)
-    if start_from is None:
-        policy, tok = sft.sft_policy(task, profile)
-    else:
-        policy, tok = load_dpo_checkpoint(start_from)
-        policy.requires_grad_(True)
-    ref = reference_copy(policy)
-    offset = 10 * (round_index - 1)   # each round its own prompts and samples
-    prompts = world.prompts(n_prompts, seed=config.seed + 3 + offset, split="train")
-    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens,
-                            seed=config.seed + 5 + offset, prefer=prefer)
-    return train_dpo(config, policy, ref, tok, pairs, world), tok, pairs
-
-
-def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                    loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> Path:
-    """The folder of the cached DPO policy (built from the SFT policy on first use).
-
-    ``rounds`` > 1 is iterative DPO: round k starts from round k − 1's policy, which also serves as
-    its reference, and trains on fresh gold-labelled pairs of that policy's own samples.
-    """
-    from rlhf_mini import batch, logprobs, losses, models, sampling, sft, zoo
-
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    profile = profile or get_profile()
-    config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type, seed=seed)
-    previous = dpo_policy_path(task, profile, beta, loss_type, rounds - 1, seed) if rounds > 1 else None
-    start = previous.name if previous is not None else sft.sft_policy_path(task, profile).name
-    # ~1,600 prompts per round on the cpu profile; ties are dropped, ~90 % remain
-    n_prompts = int(profile.n_preference_pairs * 0.8)
-
-    def build(folder: Path) -> None:
-        result, tok, _ = train_on_policy_dpo(config, task, profile, n_prompts, start_from=previous,
-                                             round_index=rounds)
-        result.policy.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(result.metrics))
-
-    key = {"task": task, "start": start, "round": rounds, "pairs": "on-policy, gold-labelled",
-           "n_prompts": n_prompts, "max_new_tokens": profile.max_new_tokens, **asdict(config)}
-    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling]
-    return zoo.cached(f"dpo-{task}-{profile.name}", key, modules, build)
-
-
-def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-               loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0):
-    """The DPO policy for ``task`` and its tokenizer (cached): the SFT policy trained with DPO on
-    gold-labelled pairs of its own samples (``on_policy_pairs``), for ``rounds`` rounds. ``seed``
-    picks the prompts, the sampled pairs and the minibatch order."""
-    return load_dpo_checkpoint(dpo_policy_path(task, profile, beta, loss_type, rounds, seed))
-
-
-def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
-                loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> list[dict[str, Any]]:
-    """The per-step metrics of the cached DPO run (of its last round)."""
-    return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds, seed) / "metrics.json").read_text())
-
-
-__all__ = ["DPOConfig", "DPOResult", "dpo_batch_loss", "dpo_metrics", "dpo_policy", "evaluate_policy",
-           "load_dpo_checkpoint", "on_policy_pairs", "precompute_ref_logps", "save_checkpoint", "train_dpo",
-           "train_on_policy_dpo"]

@@ -18,6 +18,8 @@ Every number comes with a bootstrap interval, because a win rate on a few hundre
   turn is scored 1–10 (MT-Bench). The default scorer maps the gold utility to 1–10.
 * ``fit_temperature``: temperature scaling of a reward model's P(a ≻ b) = σ(Δr / T), fitted on
   held-out pairs (the calibration fix used for classifiers, Guo et al. 2017).
+* ``evaluate_policy``: one policy's samples on held-out prompts, their mean gold reward and their
+  KL from a reference policy, KL ≈ mean of log π(y|x) − log π_ref(y|x) over y ~ π.
 * ``arena_leaderboard``: Chatbot-Arena ratings. A Bradley–Terry model is fitted on the pairwise
   battles (``rlhf_mini.theory.bradley_terry.fit_bradley_terry``), bootstrapped over battles (or
   over prompts, when many battles share one), and put on the Elo scale: rating = 400/ln 10 · s + 1000.
@@ -27,10 +29,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from rlhf_mini.batch import TokenBatch
+from rlhf_mini.logprobs import sequence_logprobs
+from rlhf_mini.sampling import generate
 from rlhf_mini.theory.bradley_terry import bootstrap_interval, fit_bradley_terry
 from rlhf_mini.worlds.base import World
 
@@ -386,3 +393,41 @@ def battle_prompts(n_prompts: int, n_policies: int) -> np.ndarray:
     if n_prompts < 0 or n_policies < 2:
         raise ValueError(f"need n_prompts >= 0 and n_policies >= 2, got {n_prompts}, {n_policies}")
     return np.repeat(np.arange(n_prompts), n_policies * (n_policies - 1) // 2)
+
+
+# --------------------------------------------------------------------------------------------
+# One policy against its reference: gold reward and KL
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_policy(policy, ref_policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32,
+                    temperature: float = 1.0, batch_size: int = 128, seed: int = 0,
+                    progress: bool = False) -> dict[str, Any]:
+    """Sample one response per prompt from ``policy`` and measure it.
+
+    Returns ``gold`` (mean gold reward), ``kl`` (mean of log π(y|x) − log π_ref(y|x) over the
+    samples: an unbiased estimate of the sequence-level KL(π ‖ π_ref) in nats), ``length`` (mean
+    response tokens), ``truncated`` (fraction without EOS), plus the ``responses`` and the per-sample
+    ``gold_rewards`` and ``kls``.
+    """
+    formatted = [world.format_prompt(p) for p in prompts]
+    gen = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
+                   batch_size=batch_size, seed=seed, progress=progress)
+    device = next(policy.parameters()).device
+    kls = []
+    for start in range(0, len(prompts), batch_size):
+        b = TokenBatch(*(t[start:start + batch_size] for t in
+                         (gen.batch.input_ids, gen.batch.attention_mask, gen.batch.response_mask))).to(device)
+        if not bool(b.response_mask.any()):
+            kls.append(torch.zeros(len(b)))
+            continue
+        lp = sequence_logprobs(policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
+        lr = sequence_logprobs(ref_policy, b.input_ids, b.attention_mask, b.response_mask, temperature=temperature)
+        kls.append((lp - lr).float().cpu())
+    kl = torch.cat(kls).numpy()
+    gold = world.gold_rewards(list(prompts), gen.responses)
+    return {"gold": float(gold.mean()), "kl": float(kl.mean()),
+            "length": float(gen.batch.response_mask.sum(1).float().mean()),
+            "truncated": float(gen.truncated.float().mean()),
+            "responses": gen.responses, "gold_rewards": gold, "kls": kl}

@@ -10,7 +10,8 @@ codebase has to get right.
 
 Three implementations (``impl=``) give the same numbers:
 
-* ``"naive"``: the model's full ``[B, T, V]`` logits and a ``log_softmax`` over them. Simple, but
+* ``"naive"`` (``naive_token_logprobs``, the first function below: read it first, it is the
+  definition): the model's full ``[B, T, V]`` logits and a ``log_softmax`` over them. Simple, but
   for GPT-2's V = 50257 the fp32 logits of a 16 × 1024 batch alone are 3.3 GB, plus as much again
   for the log-softmax and its gradient.
 * ``"chunked"``: run the transformer body once, keep the ``[B, T, D]`` hidden states, and apply
@@ -20,6 +21,9 @@ Three implementations (``impl=``) give the same numbers:
   for ``sequence_logprobs``, real tokens for ``token_logprobs``) are computed at all.
 * ``"fused"``: the same row selection, with the per-row head computation done by the Triton kernel
   ``rlhf_mini.kernels.linear_logprobs`` (GPU only), which never writes the logits to memory.
+
+The trainers call ``token_logprobs`` and ``sequence_logprobs`` with their default, ``"chunked"``;
+the tests check every path against ``naive_token_logprobs``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from rlhf_mini.models import position_ids_from_mask
 __all__ = [
     "IMPLS",
     "linear_logprobs_reference",
+    "naive_token_logprobs",
     "sequence_logprobs",
     "token_logprobs",
 ]
@@ -45,6 +50,31 @@ IMPLS = ("naive", "chunked", "fused")
 # Default logit budget of one chunk: 2**25 fp32 values (128 MiB); for GPT-2's vocabulary that is
 # 667 positions per chunk.
 _DEFAULT_CHUNK_ELEMENTS = 2**25
+
+
+# --------------------------------------------------------------------------------------------
+# The plain computation: the definition the other paths are tested against
+# --------------------------------------------------------------------------------------------
+
+
+def naive_token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, *,
+                         temperature: float = 1.0, return_entropy: bool = False
+                         ) -> Tensor | tuple[Tensor, Tensor]:
+    """log π(x_t | x_<t) for every position ``[B, T]``: the full logits and a log-softmax.
+
+    Position 0, padding, and the first token after left padding have no real prefix and get 0.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
+    log_probs = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)  # position t−1 predicts t
+    picked = log_probs.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
+    zero_column = picked.new_zeros(picked.shape[0], 1)
+    valid = _predictable(attention_mask)
+    out = torch.where(valid, torch.cat([zero_column, picked], dim=1), 0.0)
+    if not return_entropy:
+        return out
+    entropy = torch.cat([zero_column, -(log_probs.exp() * log_probs).sum(dim=-1)], dim=1)
+    return out, torch.where(valid, entropy, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,23 +283,8 @@ def token_logprobs(
     _check_inputs(input_ids, attention_mask, temperature, impl, chunk_size)
     valid = _predictable(attention_mask)
     if impl == "naive":
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).logits
-        logits = logits[:, :-1].float() / temperature
-        log_probs = torch.log_softmax(logits, dim=-1)
-        picked = log_probs.gather(-1, input_ids[:, 1:].long().unsqueeze(-1)).squeeze(-1)
-        zero_column = picked.new_zeros(picked.shape[0], 1)
-        out = torch.cat([zero_column, picked], dim=1)
-        out = torch.where(valid, out, torch.zeros_like(out))
-        if not return_entropy:
-            return out
-        entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-        entropy = torch.cat([zero_column, entropy], dim=1)
-        return out, torch.where(valid, entropy, torch.zeros_like(entropy))
+        return naive_token_logprobs(model, input_ids, attention_mask, temperature=temperature,
+                                    return_entropy=return_entropy)
 
     flat_index, values, entropy = _rows_logprobs(
         model, input_ids, attention_mask, valid, temperature, chunk_size, impl, return_entropy

@@ -1,4 +1,6 @@
-"""The losses of RLHF, one plain function each: reward modelling, PPO (with GAE), KL penalties, DPO.
+"""The losses several algorithms share, one plain function each: masked statistics, reward
+modelling (Bradley–Terry), KL penalties, and the DPO family. (PPO's own GAE and clipped losses live
+in ``ppo.py``, beside the loop that uses them.)
 
 Conventions used throughout:
 
@@ -20,14 +22,15 @@ __all__ = [
     "DPO_LOSS_TYPES",
     "KL_ESTIMATORS",
     "bradley_terry_loss",
-    "compute_gae",
+    "check_finite",
+    "check_per_token",
     "dpo_loss",
     "kl_penalty",
     "masked_mean",
     "masked_var",
-    "ppo_policy_loss",
-    "ppo_value_loss",
+    "response_nll",
     "whiten",
+    "zero_outside",
 ]
 
 KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
@@ -63,7 +66,7 @@ def _check_same_shape(**tensors: Tensor) -> None:
             )
 
 
-def _check_finite(name: str, x: Tensor, where: Tensor | None = None) -> None:
+def check_finite(name: str, x: Tensor, where: Tensor | None = None) -> None:
     """Raise if ``x`` holds NaN or inf (only at positions where ``where`` is true, if given)."""
     bad = ~torch.isfinite(x.detach())
     if where is not None:
@@ -81,7 +84,7 @@ def _as_bool_mask(name: str, mask: Tensor) -> Tensor:
     return mask != 0
 
 
-def _zero_outside(x: Tensor, mask: Tensor | None) -> Tensor:
+def zero_outside(x: Tensor, mask: Tensor | None) -> Tensor:
     """``x`` with 0 outside the mask. ``torch.where`` (not ``x * mask``) so that NaN/inf there
     reach neither the result nor, through a 0 · NaN product, the gradient."""
     if mask is None:
@@ -89,7 +92,7 @@ def _zero_outside(x: Tensor, mask: Tensor | None) -> Tensor:
     return torch.where(mask != 0, x, torch.zeros_like(x))
 
 
-def _check_per_token(mask: Tensor, **tensors: Tensor) -> Tensor:
+def check_per_token(mask: Tensor, **tensors: Tensor) -> Tensor:
     """Shared checks for ``[B, T]`` per-token inputs; returns the mask as bool."""
     _check_tensor("mask", mask)
     for name, x in tensors.items():
@@ -138,7 +141,7 @@ def masked_var(x: Tensor, mask: Tensor | None = None, unbiased: bool = False) ->
     uses to whiten. ``unbiased=True`` applies Bessel's correction (TRL's default); it needs n ≥ 2.
     """
     mean = masked_mean(x, mask)
-    centered_sq = (_zero_outside(x, mask) - mean) ** 2
+    centered_sq = (zero_outside(x, mask) - mean) ** 2
     var = masked_mean(centered_sq, mask)
     if unbiased:
         n = x.numel() if mask is None else int((mask != 0).sum())
@@ -160,13 +163,36 @@ def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True) -> Te
     """
     mean = masked_mean(x, mask)
     var = masked_var(x, mask)
-    x = _zero_outside(x, mask)
+    x = zero_outside(x, mask)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean
     if mask is not None:
         whitened = torch.where(mask != 0, whitened, torch.zeros_like(whitened))
     return whitened
+
+
+# --------------------------------------------------------------------------------------------
+# Supervised fine-tuning
+# --------------------------------------------------------------------------------------------
+
+
+def response_nll(logits: torch.Tensor, labels: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of ``labels`` at the response positions.
+
+    ``logits[:, t]`` predicts token ``t + 1``, so the targets are ``labels[:, 1:]`` and the mask is
+    ``response_mask[:, 1:]``. A label outside the mask never reaches the result (it is removed by
+    ``masked_mean`` with ``torch.where``), so prompt and padding tokens carry neither loss nor
+    gradient.
+    """
+    if logits.shape[:2] != labels.shape or labels.shape != response_mask.shape:
+        raise ValueError(f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and response_mask "
+                         f"{tuple(response_mask.shape)} must agree on [B, T]")
+    targets = labels[:, 1:]
+    mask = response_mask[:, 1:].bool()
+    nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                          reduction="none").view_as(targets)
+    return masked_mean(nll, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,8 +218,8 @@ def bradley_terry_loss(
     _check_tensor("rejected_rewards", rejected_rewards)
     _check_same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     _check_nonempty("chosen_rewards", chosen_rewards)
-    _check_finite("chosen_rewards", chosen_rewards)
-    _check_finite("rejected_rewards", rejected_rewards)
+    check_finite("chosen_rewards", chosen_rewards)
+    check_finite("rejected_rewards", rejected_rewards)
     gap = chosen_rewards - rejected_rewards
     if margin is not None:
         if isinstance(margin, Tensor):
@@ -202,147 +228,11 @@ def bradley_terry_loss(
                     f"margin has shape {tuple(margin.shape)} but chosen_rewards has shape "
                     f"{tuple(gap.shape)}; pass a scalar or one margin per pair"
                 )
-            _check_finite("margin", margin)
+            check_finite("margin", margin)
         elif not torch.isfinite(torch.tensor(float(margin))):
             raise ValueError(f"margin must be finite, got {margin}")
         gap = gap - margin
     return -F.logsigmoid(gap).mean()
-
-
-# --------------------------------------------------------------------------------------------
-# PPO
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def compute_gae(
-    rewards: Tensor,
-    values: Tensor,
-    mask: Tensor,
-    gamma: float = 1.0,
-    lam: float = 0.95,
-) -> tuple[Tensor, Tensor]:
-    """Generalised Advantage Estimation (Schulman et al. 2016, eq. 16), masked per token.
-
-        δ_t = r_t + γ V_{t+1} − V_t
-        A_t = δ_t + γλ A_{t+1}          (= Σ_l (γλ)^l δ_{t+l})
-        R_t = A_t + V_t                 (the value target)
-
-    ``rewards``, ``values`` and ``mask`` are ``[B, T]``. The response occupies one contiguous span
-    of each row (left padding before it, right padding after it are 0 in ``mask``). The episode
-    ends at the last masked token: the value after it, V_{T_end+1}, counts as 0 and nothing after
-    it flows back. Positions outside the mask get advantage 0 and return equal to their value (so
-    a value loss there is 0 even without a mask). Runs under ``no_grad``: advantages and returns
-    are targets, not something to differentiate through.
-    """
-    m = _check_per_token(mask, rewards=rewards, values=values)
-    if rewards.dim() != 2:
-        raise ValueError(f"rewards must have shape [B, T], got {tuple(rewards.shape)}")
-    _check_finite("rewards", rewards, where=m)
-    _check_finite("values", values, where=m)
-    # A row's mask must be one contiguous span: count the 0→1 switches (at most one per row).
-    starts = (m[:, 1:] & ~m[:, :-1]).sum(dim=1) + m[:, 0].long()
-    if bool((starts > 1).any()):
-        row = int(torch.nonzero(starts > 1)[0, 0])
-        raise ValueError(
-            f"mask row {row} is not one contiguous span of response tokens; GAE needs each "
-            "response to be a single episode"
-        )
-    mf = m.to(values.dtype)
-    zeros = torch.zeros_like(values)
-    rewards = torch.where(m, rewards, zeros)
-    values_m = torch.where(m, values, zeros)
-    batch, length = values.shape
-    advantages = torch.zeros_like(values)
-    last_advantage = torch.zeros(batch, dtype=values.dtype, device=values.device)
-    for t in reversed(range(length)):
-        # next_mask is 0 past the end of the response, which makes V_{T_end+1} = 0 and stops
-        # A_{t+1} from leaking across the episode boundary.
-        next_mask = mf[:, t + 1] if t + 1 < length else torch.zeros_like(last_advantage)
-        next_value = values_m[:, t + 1] if t + 1 < length else torch.zeros_like(last_advantage)
-        delta = rewards[:, t] + gamma * next_value * next_mask - values_m[:, t]
-        last_advantage = delta + gamma * lam * next_mask * last_advantage
-        advantages[:, t] = last_advantage
-    advantages = torch.where(m, advantages, zeros)
-    returns = advantages + values
-    return advantages, returns
-
-
-def ppo_policy_loss(
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    advantages: Tensor,
-    mask: Tensor,
-    clip_range: float = 0.2,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), averaged over tokens.
-
-        ρ_t = π_θ(a_t | s_t) / π_old(a_t | s_t) = exp(logprobs − old_logprobs)
-        L = masked_mean( max(−ρ_t A_t, −clip(ρ_t, 1 − ε, 1 + ε) A_t) )
-
-    (the max of the negated terms is the paper's min of the objective terms). When the clipped
-    branch is the larger loss, the token's gradient is 0: the policy has already moved far enough
-    in the direction the advantage asks.
-
-    Returns ``(loss, stats)``; the stats are detached 0-d tensors:
-
-    * ``clipfrac``: fraction of masked tokens where the clipped branch is strictly active.
-    * ``approx_kl``: the k3 estimator of KL(π_old ‖ π_θ) on the sampled tokens,
-      masked_mean((ρ − 1) − log ρ), which is unbiased and never negative (as in CleanRL).
-    * ``ratio_mean``: masked mean of ρ (1 on the first minibatch of each rollout).
-    """
-    if clip_range <= 0:
-        raise ValueError(f"clip_range must be positive, got {clip_range}")
-    m = _check_per_token(mask, logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
-    if int(m.sum()) == 0:
-        raise ValueError("mask has no nonzero entries; there is no token to train on")
-    _check_finite("logprobs", logprobs, where=m)
-    _check_finite("old_logprobs", old_logprobs, where=m)
-    _check_finite("advantages", advantages, where=m)
-    advantages = _zero_outside(advantages, m)
-    log_ratio = _zero_outside(logprobs - old_logprobs, m)
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), m)
-    with torch.no_grad():
-        stats = {
-            "clipfrac": masked_mean((clipped > unclipped).to(logprobs.dtype), m),
-            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, m),
-            "ratio_mean": masked_mean(ratio, m),
-        }
-    return loss, stats
-
-
-def ppo_value_loss(
-    values: Tensor,
-    old_values: Tensor,
-    returns: Tensor,
-    mask: Tensor,
-    clip_range_value: float = 0.2,
-) -> Tensor:
-    """PPO's clipped value loss (as in OpenAI baselines ``ppo2`` and lm-human-preferences).
-
-        V_clip = V_old + clip(V − V_old, −ε, ε)
-        L_V = ½ · masked_mean( max((V − R)², (V_clip − R)²) )
-
-    The max makes the loss pessimistic: moving V more than ε from V_old earns no reduction.
-    """
-    if clip_range_value <= 0:
-        raise ValueError(f"clip_range_value must be positive, got {clip_range_value}")
-    m = _check_per_token(mask, values=values, old_values=old_values, returns=returns)
-    if int(m.sum()) == 0:
-        raise ValueError("mask has no nonzero entries; there is no token to train on")
-    _check_finite("values", values, where=m)
-    _check_finite("old_values", old_values, where=m)
-    _check_finite("returns", returns, where=m)
-    values, old_values, returns = (_zero_outside(x, m) for x in (values, old_values, returns))
-    values_clipped = old_values + torch.clamp(
-        values - old_values, -clip_range_value, clip_range_value
-    )
-    loss_unclipped = (values - returns) ** 2
-    loss_clipped = (values_clipped - returns) ** 2
-    return 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,8 +260,8 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k1") -> Tens
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KL_ESTIMATORS)}")
     _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
     _check_nonempty("logprobs", logprobs)
-    _check_finite("logprobs", logprobs)
-    _check_finite("ref_logprobs", ref_logprobs)
+    check_finite("logprobs", logprobs)
+    check_finite("ref_logprobs", ref_logprobs)
     log_ratio = ref_logprobs - logprobs
     if kind == "k1":
         return -log_ratio
@@ -439,7 +329,7 @@ def dpo_loss(
     _check_same_shape(**tensors)
     _check_nonempty("policy_chosen_logps", policy_chosen_logps)
     for name, x in tensors.items():
-        _check_finite(name, x)
+        check_finite(name, x)
 
     chosen_log_ratio = policy_chosen_logps - ref_chosen_logps
     rejected_log_ratio = policy_rejected_logps - ref_rejected_logps

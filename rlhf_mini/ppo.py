@@ -36,17 +36,15 @@ Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLH
   log-probs are taken in eval mode and the new ones in train mode, and ρ must be 1 at θ_old.
 * Optionally (``whiten_token_rewards``, off by default as in lm-human-preferences), each rollout's
   per-token rewards are rescaled to unit variance, keeping their mean, before GAE (TRL's option).
-* Advantages are whitened per rollout; the KL coefficient β is fixed or adapted (Ziegler's
-  proportional controller).
+* Advantages are whitened per rollout; the KL coefficient β (``beta``) is fixed or adapted
+  (Ziegler's proportional controller).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +54,18 @@ from tqdm.auto import tqdm
 from rlhf_mini.logprobs import token_logprobs
 from rlhf_mini.losses import (
     KL_ESTIMATORS,
-    compute_gae,
+    check_finite,
+    check_per_token,
     kl_penalty,
     masked_mean,
     masked_var,
-    ppo_policy_loss,
-    ppo_value_loss,
     whiten,
+    zero_outside,
 )
 from rlhf_mini.models import ScalarHeadModel, disable_dropout
 from rlhf_mini.sampling import generate
+from rlhf_mini.scoring import score_texts
+from rlhf_mini.training import load_checkpoint, optimizer_step, save_checkpoint
 
 ScoreFn = Callable[[list[str], list[str]], np.ndarray]
 
@@ -96,7 +96,7 @@ class PPOConfig:
     """sampling temperature, also used for every log-prob"""
     max_new_tokens: int = 32
     """response length limit"""
-    kl_coef: float = 0.05
+    beta: float = 0.05
     """β: weight of the per-token KL penalty (initial value when adaptive)"""
     adaptive_kl: bool = False
     """adapt β so that the KL per response tracks ``target_kl`` (Ziegler et al. 2019)"""
@@ -121,7 +121,7 @@ class PPOConfig:
     """global gradient-norm clip"""
     seed: int = 0
     """seeds prompt choice, sampling and minibatch order (per iteration)"""
-    n_iterations: int = 60
+    max_steps: int = 60
     """number of rollout + update iterations"""
 
     @classmethod
@@ -132,7 +132,7 @@ class PPOConfig:
         profile's models and is multiplied by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
         """
         base = dict(rollout_batch=profile.rollout_batch, mini_batch=max(1, profile.rollout_batch // 4),
-                    n_iterations=profile.rl_steps, max_new_tokens=profile.max_new_tokens)
+                    max_steps=profile.rl_steps, max_new_tokens=profile.max_new_tokens)
         values = {**base, **overrides}
         values["learning_rate"] = values.get("learning_rate", cls.learning_rate) * profile.lr_scale
         return cls(**values)
@@ -145,8 +145,8 @@ class PPOConfig:
         if self.rollout_batch % self.mini_batch:
             raise ValueError(f"PPOConfig.mini_batch ({self.mini_batch}) must divide "
                              f"rollout_batch ({self.rollout_batch})")
-        if self.kl_coef < 0:
-            raise ValueError(f"PPOConfig.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.beta < 0:
+            raise ValueError(f"PPOConfig.beta must be >= 0, got {self.beta}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"PPOConfig.kl_estimator must be one of {KL_ESTIMATORS}, "
                              f"got {self.kl_estimator!r}")
@@ -155,8 +155,8 @@ class PPOConfig:
 class FixedKLController:
     """β stays where it starts."""
 
-    def __init__(self, kl_coef: float) -> None:
-        self.value = kl_coef
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
 
     def update(self, current_kl: float, n_steps: int) -> None:
         pass
@@ -168,21 +168,164 @@ class AdaptiveKLController:
     Too much KL raises β, too little lowers it; the clip bounds each move to ±20% · n / horizon.
     """
 
-    def __init__(self, kl_coef: float, target: float, horizon: int) -> None:
-        self.value, self.target, self.horizon = kl_coef, target, horizon
+    def __init__(self, beta: float, target: float, horizon: int) -> None:
+        self.beta, self.target, self.horizon = beta, target, horizon
 
     def update(self, current_kl: float, n_steps: int) -> None:
         error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
-        self.value *= 1.0 + error * n_steps / self.horizon
+        self.beta *= 1.0 + error * n_steps / self.horizon
+
+
+# --------------------------------------------------------------------------------------------
+# GAE and the clipped losses
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def compute_gae(
+    rewards: torch.torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016, eq. 16), masked per token.
+
+        δ_t = r_t + γ V_{t+1} − V_t
+        A_t = δ_t + γλ A_{t+1}          (= Σ_l (γλ)^l δ_{t+l})
+        R_t = A_t + V_t                 (the value target)
+
+    ``rewards``, ``values`` and ``mask`` are ``[B, T]``. The response occupies one contiguous span
+    of each row (left padding before it, right padding after it are 0 in ``mask``). The episode
+    ends at the last masked token: the value after it, V_{T_end+1}, counts as 0 and nothing after
+    it flows back. Positions outside the mask get advantage 0 and return equal to their value (so
+    a value loss there is 0 even without a mask). Runs under ``no_grad``: advantages and returns
+    are targets, not something to differentiate through.
+    """
+    m = check_per_token(mask, rewards=rewards, values=values)
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must have shape [B, T], got {tuple(rewards.shape)}")
+    check_finite("rewards", rewards, where=m)
+    check_finite("values", values, where=m)
+    # A row's mask must be one contiguous span: count the 0→1 switches (at most one per row).
+    starts = (m[:, 1:] & ~m[:, :-1]).sum(dim=1) + m[:, 0].long()
+    if bool((starts > 1).any()):
+        row = int(torch.nonzero(starts > 1)[0, 0])
+        raise ValueError(
+            f"mask row {row} is not one contiguous span of response tokens; GAE needs each "
+            "response to be a single episode"
+        )
+    mf = m.to(values.dtype)
+    zeros = torch.zeros_like(values)
+    rewards = torch.where(m, rewards, zeros)
+    values_m = torch.where(m, values, zeros)
+    batch, length = values.shape
+    advantages = torch.zeros_like(values)
+    last_advantage = torch.zeros(batch, dtype=values.dtype, device=values.device)
+    for t in reversed(range(length)):
+        # next_mask is 0 past the end of the response, which makes V_{T_end+1} = 0 and stops
+        # A_{t+1} from leaking across the episode boundary.
+        next_mask = mf[:, t + 1] if t + 1 < length else torch.zeros_like(last_advantage)
+        next_value = values_m[:, t + 1] if t + 1 < length else torch.zeros_like(last_advantage)
+        delta = rewards[:, t] + gamma * next_value * next_mask - values_m[:, t]
+        last_advantage = delta + gamma * lam * next_mask * last_advantage
+        advantages[:, t] = last_advantage
+    advantages = torch.where(m, advantages, zeros)
+    returns = advantages + values
+    return advantages, returns
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), averaged over tokens.
+
+        ρ_t = π_θ(a_t | s_t) / π_old(a_t | s_t) = exp(logprobs − old_logprobs)
+        L = masked_mean( max(−ρ_t A_t, −clip(ρ_t, 1 − ε, 1 + ε) A_t) )
+
+    (the max of the negated terms is the paper's min of the objective terms). When the clipped
+    branch is the larger loss, the token's gradient is 0: the policy has already moved far enough
+    in the direction the advantage asks.
+
+    Returns ``(loss, stats)``; the stats are detached 0-d tensors:
+
+    * ``clipfrac``: fraction of masked tokens where the clipped branch is strictly active.
+    * ``approx_kl``: the k3 estimator of KL(π_old ‖ π_θ) on the sampled tokens,
+      masked_mean((ρ − 1) − log ρ), which is unbiased and never negative (as in CleanRL).
+    * ``ratio_mean``: masked mean of ρ (1 on the first minibatch of each rollout).
+    """
+    if clip_range <= 0:
+        raise ValueError(f"clip_range must be positive, got {clip_range}")
+    m = check_per_token(mask, logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    if int(m.sum()) == 0:
+        raise ValueError("mask has no nonzero entries; there is no token to train on")
+    check_finite("logprobs", logprobs, where=m)
+    check_finite("old_logprobs", old_logprobs, where=m)
+    check_finite("advantages", advantages, where=m)
+    advantages = zero_outside(advantages, m)
+    log_ratio = zero_outside(logprobs - old_logprobs, m)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), m)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).to(logprobs.dtype), m),
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, m),
+            "ratio_mean": masked_mean(ratio, m),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range_value: float = 0.2,
+) -> torch.Tensor:
+    """PPO's clipped value loss (as in OpenAI baselines ``ppo2`` and lm-human-preferences).
+
+        V_clip = V_old + clip(V − V_old, −ε, ε)
+        L_V = ½ · masked_mean( max((V − R)², (V_clip − R)²) )
+
+    The max makes the loss pessimistic: moving V more than ε from V_old earns no reduction.
+    """
+    if clip_range_value <= 0:
+        raise ValueError(f"clip_range_value must be positive, got {clip_range_value}")
+    m = check_per_token(mask, values=values, old_values=old_values, returns=returns)
+    if int(m.sum()) == 0:
+        raise ValueError("mask has no nonzero entries; there is no token to train on")
+    check_finite("values", values, where=m)
+    check_finite("old_values", old_values, where=m)
+    check_finite("returns", returns, where=m)
+    values, old_values, returns = (zero_outside(x, m) for x in (values, old_values, returns))
+    values_clipped = old_values + torch.clamp(
+        values - old_values, -clip_range_value, clip_range_value
+    )
+    loss_unclipped = (values - returns) ** 2
+    loss_clipped = (values_clipped - returns) ** 2
+    return 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), m)
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Rewards, values and the training loop
+# --------------------------------------------------------------------------------------------
 
 
 def per_token_rewards(kl: torch.Tensor, scores: torch.Tensor, response_mask: torch.Tensor,
-                      kl_coef: float) -> torch.Tensor:
+                      beta: float) -> torch.Tensor:
     """r_t = −β·kl_t on response tokens, plus the score on each row's last response token."""
     mask = response_mask.bool()
     if bool((mask.sum(1) == 0).any()):
         raise ValueError("a rollout row has no response token")
-    rewards = torch.where(mask, -kl_coef * kl, torch.zeros_like(kl))
+    rewards = torch.where(mask, -beta * kl, torch.zeros_like(kl))
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (mask.long() * positions).argmax(1)
     rewards[torch.arange(len(last), device=last.device), last] += scores.to(rewards.dtype)
@@ -206,8 +349,6 @@ def value_model_from_reward_model(reward_model: ScalarHeadModel) -> ScalarHeadMo
 
 def default_score_fn(reward_model, tokenizer, world) -> ScoreFn:
     """Score raw prompts + decoded responses exactly as the reward model was trained to see them."""
-    from rlhf_mini.reward import score_texts
-
     return lambda prompts, responses: score_texts(reward_model, tokenizer, world, prompts, responses)
 
 
@@ -227,33 +368,6 @@ def _checked_scores(score_fn: ScoreFn, prompts: list[str], responses: list[str])
         raise ValueError(f"the reward model returned {int((~torch.isfinite(scores)).sum())} "
                          "NaN or inf score(s)")
     return scores
-
-
-def save_checkpoint(folder: str | Path, policy, value_model, optimizer, state: dict) -> Path:
-    """Policy and value model via ``save_pretrained``, plus optimizer, controller, RNG and step."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(folder / "policy")
-    value_model.save_pretrained(folder / "value")
-    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), **state},
-               folder / "trainer_state.pt")
-    return folder
-
-
-def load_checkpoint(folder: str | Path, policy, value_model, optimizer=None) -> dict:
-    """Load a checkpoint's weights into ``policy``/``value_model`` (and ``optimizer``); return its state."""
-    from transformers import AutoModelForCausalLM
-
-    folder = Path(folder)
-    if not (folder / "trainer_state.pt").exists():
-        raise ValueError(f"{folder} is not a PPO checkpoint (no trainer_state.pt)")
-    policy.load_state_dict(AutoModelForCausalLM.from_pretrained(folder / "policy").state_dict())
-    value_model.load_state_dict(ScalarHeadModel.from_pretrained(folder / "value").state_dict())
-    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
-    if optimizer is not None:
-        optimizer.load_state_dict(state.pop("optimizer"))
-    torch.set_rng_state(state.pop("torch_rng"))
-    return state
 
 
 @torch.no_grad()
@@ -277,7 +391,7 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
 
     ``prompts`` are raw world prompts (formatted with ``world.format_prompt`` for sampling).
     ``score_fn(prompts, responses) -> scores`` defaults to the reward model through
-    ``rlhf_mini.reward.score_texts``. With ``checkpoint_dir`` and ``checkpoint_every = k`` a
+    ``rlhf_mini.scoring.score_texts``. With ``checkpoint_dir`` and ``checkpoint_every = k`` a
     checkpoint is written after every k-th iteration to ``checkpoint_dir/iter_{k}``;
     ``resume_from`` continues from one (same next-step loss as the uninterrupted run).
     """
@@ -292,13 +406,13 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
     disable_dropout(value_model)
     params = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
-    kl_ctl = (AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
-              if config.adaptive_kl else FixedKLController(config.kl_coef))
+    kl_ctl = (AdaptiveKLController(config.beta, config.target_kl, config.kl_horizon)
+              if config.adaptive_kl else FixedKLController(config.beta))
     metrics: list[dict] = []
     start = 0
     if resume_from is not None:
-        state = load_checkpoint(resume_from, policy, value_model, optimizer)
-        start, kl_ctl.value, metrics = state["iteration"], state["kl_coef"], state["metrics"]
+        state = load_checkpoint(resume_from, {"policy": policy, "value": value_model}, optimizer)
+        start, kl_ctl.beta, metrics = state["iteration"], state["beta"], state["metrics"]
         reward_mean, reward_std = state["reward_mean"], state["reward_std"]
     elif config.whiten_rewards:
         reward_mean, reward_std = reward_normalisation(ref_policy, tokenizer, world, prompts,
@@ -309,7 +423,7 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
     else:
         reward_mean, reward_std = 0.0, 1.0
 
-    bar = tqdm(range(start, config.n_iterations), desc="ppo", disable=not progress)
+    bar = tqdm(range(start, config.max_steps), desc="ppo", disable=not progress)
     for iteration in bar:
         rng, shuffle_gen, sample_seed = _rng_for(config.seed, iteration)
         # ---- rollout ------------------------------------------------------------------------
@@ -334,7 +448,7 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
         # ---- per-token rewards and advantages ----------------------------------------------
         kl = torch.where(mask.bool(), kl_penalty(old_logprobs, ref_logprobs, config.kl_estimator),
                          torch.zeros_like(old_logprobs))
-        beta = kl_ctl.value
+        beta = kl_ctl.beta
         rewards = per_token_rewards(kl, scores, mask, beta)
         if config.whiten_token_rewards:
             rewards = whiten(rewards, mask, shift_mean=False)
@@ -357,10 +471,7 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
                 vf_loss = ppo_value_loss(new_values, old_values[mb], returns[mb], m,
                                          config.clip_range_value)
                 loss = pg_loss + config.vf_coef * vf_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
+                optimizer_step(optimizer, loss, params, config.max_grad_norm)
                 for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
                                    ("policy/clipfrac", pg_stats["clipfrac"]),
                                    ("policy/approx_kl", pg_stats["approx_kl"])):
@@ -381,7 +492,7 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
             "gold": float(world.gold_rewards(batch_prompts, gen.responses).mean()),
             **{k: float(np.mean(v)) for k, v in stats.items()},
             "val/explained_variance": explained,
-            "kl_coef": beta,
+            "beta": beta,
             "eos_rate": 1.0 - float(truncated.float().mean()),
             "response_length": float(mask.sum(1).float().mean()),
         }
@@ -390,72 +501,9 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
                         kl=f"{mean_kl:.2f}")
         done = iteration + 1
         if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
-            save_checkpoint(Path(checkpoint_dir) / f"iter_{done}", policy, value_model, optimizer,
-                            {"iteration": done, "kl_coef": kl_ctl.value, "metrics": list(metrics),
+            save_checkpoint(Path(checkpoint_dir) / f"iter_{done}", {"policy": policy, "value": value_model},
+                            {"iteration": done, "beta": kl_ctl.beta, "metrics": list(metrics),
                              "reward_mean": reward_mean, "reward_std": reward_std,
-                             "config": asdict(config)})
+                             "config": asdict(config)}, optimizer=optimizer)
     policy.eval()
     return policy, metrics
-
-
-CHAPTER_RECIPE = dict(adaptive_kl=True, kl_coef=0.15, target_kl=1.5, kl_horizon=250, learning_rate=2e-4,
-                      ppo_epochs=2, n_iterations=40)
-"""chapter 9's main run, also the ``ppo`` and ``eval`` stages' PPO policy: an adaptive β that holds the
-KL near 1.5 nats. ``PPOConfig``'s own defaults (a fixed β = 0.05 for 60 iterations) let the KL grow past
-6 nats on the cpu profile's assistant world, where the gold reward falls below the SFT policy's."""
-
-NO_KL_RECIPE = dict(kl_coef=0.0, learning_rate=5e-4, ppo_epochs=2, n_iterations=40)
-"""chapter 9's reward-hacking run: no KL penalty at all, and a higher learning rate, so the policy
-leaves the reference and exploits the reward model within the chapter's 40 iterations."""
-
-
-def ppo_policy(task: str = "assistant", profile=None, **overrides: object):
-    """The PPO-trained policy of ``task`` (cached): ``(GPT2LMHeadModel, tokenizer)``.
-
-    Starts from ``sft.sft_policy``, with the value model from ``reward.reward_model``;
-    ``overrides`` go to ``PPOConfig`` (e.g. ``kl_coef=0.1``). The metrics are in ``ppo_metrics``.
-    """
-    return _load_ppo(_ppo_path(task, profile, overrides))
-
-
-def ppo_metrics(task: str = "assistant", profile=None, **overrides: object) -> list[dict]:
-    """The per-iteration metrics of the cached run that ``ppo_policy`` returns."""
-    return json.loads((_ppo_path(task, profile, overrides) / "metrics.json").read_text())
-
-
-def _ppo_path(task: str, profile, overrides: dict) -> Path:
-    from rlhf_mini import batch, config, logprobs, losses, models, reward, sampling, sft, zoo
-    from rlhf_mini.worlds import get_world
-
-    profile = profile or config.get_profile()
-    unknown = set(overrides) - {f.name for f in fields(PPOConfig)}
-    if unknown:
-        raise ValueError(f"unknown PPOConfig field(s): {sorted(unknown)}")
-    ppo_config = PPOConfig.from_profile(profile, **overrides)
-
-    def build(folder: Path) -> None:
-        world = get_world(task)
-        policy, tokenizer = sft.sft_policy(task, profile)
-        rm, _ = reward.reward_model(task, profile)
-        value = value_model_from_reward_model(rm)
-        prompts = world.prompts(2_000, seed=ppo_config.seed, split="train")
-        ref = models.reference_copy(policy)
-        rm.eval()
-        policy, metrics = train_ppo(ppo_config, policy, ref, rm, value, tokenizer, world, prompts)
-        policy.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-
-    upstream = {"sft": sft.sft_policy_path(task, profile).name,
-                "reward": reward.reward_model_path(task, profile).name}
-    keyed = {"task": task, "profile": vars(profile), "ppo": asdict(ppo_config), **upstream}
-    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling, sft, reward]
-    return zoo.cached(f"ppo-{task}-{profile.name}", keyed, modules, build)
-
-
-def _load_ppo(folder: Path):
-    from rlhf_mini.config import get_device
-    from rlhf_mini.models import load_pretrained
-
-    model, tok = load_pretrained(folder)
-    return model.to(get_device()).eval(), tok

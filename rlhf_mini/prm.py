@@ -27,14 +27,11 @@ the wrong answers of the wrong parity dropped (``parity_balanced``): the world's
 The world's solver slips by miscalculating: right operands, a result off by 1 or 2. Its variant
 ``miscopying_solution`` slips by miscopying an operand instead. A 2-layer verifier learns to spot the
 second kind and not the first, so chapter 12 trains one PRM/ORM pair on each
-(``verifier(kind, mistakes=...)``).
+(``zoo.prm.cached_verifier(kind, mistakes=...)``).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import random
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +46,8 @@ from transformers import PreTrainedTokenizerBase
 from rlhf_mini.batch import check_tokenizer
 from rlhf_mini.config import Profile, get_device, get_profile
 from rlhf_mini.models import ScalarHeadModel
+from rlhf_mini.sampling import generate
+from rlhf_mini.training import SCHEDULES, load_checkpoint, lr_at, optimizer_step, save_checkpoint
 from rlhf_mini.worlds.arithmetic import (
     ArithmeticWorld,
     format_step,
@@ -61,7 +60,6 @@ from rlhf_mini.worlds.arithmetic import (
 KINDS = ("prm", "orm")
 MISTAKES = ("miscalculation", "miscopy")
 AGGREGATES = ("min", "prod")
-SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,11 +176,11 @@ class VerifierConfig:
 
     kind: str = "prm"
     """``prm``: a BCE term at every step end; ``orm``: one BCE term at the EOS (answer correctness)"""
-    steps: int = 300
+    max_steps: int = 300
     """optimizer steps"""
     batch_size: int = 32
     """solutions per step"""
-    lr: float = 3e-4
+    learning_rate: float = 3e-4
     """AdamW peak learning rate"""
     warmup_steps: int = 20
     """linear learning-rate warm-up"""
@@ -205,8 +203,8 @@ class VerifierConfig:
         # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
         # profile that is 800 steps of 64 solutions at 2e-3, about two and a half minutes on two cores.
         profile = profile or get_profile()
-        values = {"steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
-                  "lr": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
+        values = {"max_steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
+                  "learning_rate": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
         values.update(changes)
         return cls(**values)
 
@@ -215,8 +213,8 @@ class VerifierConfig:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+        if self.max_steps < 0 or self.batch_size < 1:
+            raise ValueError(f"max_steps must be >= 0 and batch_size >= 1, got {self.max_steps}, {self.batch_size}")
 
 
 def verifier_logits(model: ScalarHeadModel, batch: VerifierBatch) -> torch.Tensor:
@@ -247,28 +245,9 @@ class VerifierResult:
     metrics: list[dict]
 
 
-def _save_checkpoint(folder: Path, model, optimizer, step: int, config: VerifierConfig, metrics: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, folder / "trainer_state.pt")
-    (folder / "verifier_config.json").write_text(json.dumps(asdict(config), indent=1))
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-
-
-def load_verifier(folder: str | Path) -> ScalarHeadModel:
-    """A verifier saved by ``train_verifier`` (or by a zoo getter)."""
-    return ScalarHeadModel.from_pretrained(str(folder)).to(get_device()).eval()
-
-
-def learning_rate(config: VerifierConfig, step: int) -> float:
-    """Linear warm-up to ``config.lr``, then constant or cosine decay to 0 at ``config.steps``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return config.lr
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _checkpoint(folder: Path, model, optimizer, step: int, config: VerifierConfig, metrics: list[dict]) -> None:
+    save_checkpoint(folder, {"": model}, {"step": step, "metrics": list(metrics), "config": asdict(config)},
+                    optimizer=optimizer)
 
 
 def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: PreTrainedTokenizerBase,
@@ -284,36 +263,28 @@ def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: Pr
     device = get_device()
     model.to(device).train()
     data = encode_solutions(tokenizer, world, prompts, responses, config.max_length)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     start, metrics = 0, []
     if resume_from is not None:
-        state = torch.load(Path(resume_from) / "trainer_state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(ScalarHeadModel.from_pretrained(str(resume_from)).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
-        start = state["step"]
-        metrics = json.loads((Path(resume_from) / "metrics.json").read_text())
+        state = load_checkpoint(resume_from, {"": model}, optimizer)
+        start, metrics = state["step"], list(state["metrics"])
     n = len(prompts)
-    for step in tqdm(range(start, config.steps), desc=f"training {config.kind}", disable=not progress, leave=False):
-        lr = learning_rate(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    for step in tqdm(range(start, config.max_steps), desc=f"training {config.kind}", disable=not progress,
+                     leave=False):
+        # linear warm-up, then constant or a cosine decay to 0 at the last step
+        lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                   max_steps=config.max_steps, schedule=config.schedule)
         idx = torch.from_numpy(np.random.default_rng([config.seed, step]).choice(n, size=min(config.batch_size, n),
                                                                                    replace=False))
         batch = VerifierBatch(*(t[idx].to(device) for t in (data.input_ids, data.attention_mask,
                                                             data.label_positions, data.labels, data.label_mask)))
         loss, stats = verifier_loss(model, batch, config.kind)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, model.parameters(), 1.0, lr)
         metrics.append({"step": step + 1, "lr": lr, **stats})
         if config.output_dir and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            _save_checkpoint(Path(config.output_dir) / f"step-{step + 1}", model, optimizer, step + 1, config, metrics)
+            _checkpoint(Path(config.output_dir) / f"step-{step + 1}", model, optimizer, step + 1, config, metrics)
     if config.output_dir:
-        _save_checkpoint(Path(config.output_dir), model, optimizer, config.steps, config, metrics)
+        _checkpoint(Path(config.output_dir), model, optimizer, config.max_steps, config, metrics)
     return VerifierResult(model.eval(), metrics)
 
 
@@ -404,7 +375,7 @@ def best_of_n_accuracy(world: ArithmeticWorld, prompts: list[str], candidates: l
 
 
 # ----------------------------------------------------------------------------------------------
-# the zoo: generator samples and trained verifiers
+# training solutions: the world's slipping solver, or samples of a policy
 # ----------------------------------------------------------------------------------------------
 
 
@@ -436,7 +407,7 @@ class VerifierDataConfig:
         # solution about twice (a few thousand solutions let it memorise instead of check).
         profile = profile or get_profile()
         train = VerifierConfig.from_profile(profile)
-        values = {"n_prompts": train.steps * train.batch_size // 4, "samples_per_prompt": 2,
+        values = {"n_prompts": train.max_steps * train.batch_size // 4, "samples_per_prompt": 2,
                   "max_new_tokens": profile.max_new_tokens}
         values.update(changes)
         return cls(**values)
@@ -487,13 +458,6 @@ def miscopying_solution(prompt: str, rng: np.random.Generator, rate: float = 0.2
     return " " + ". ".join(parts) + f". Answer: {expr[0]}"
 
 
-def generator(profile: Profile | None = None):
-    """The arithmetic SFT policy and its tokenizer."""
-    from rlhf_mini.sft import sft_policy
-
-    return sft_policy("arithmetic", profile)
-
-
 def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, model=None, tokenizer=None,
                      max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0,
                      mistakes: str = "miscalculation") -> list[list[str]]:
@@ -508,114 +472,7 @@ def sample_solutions(world: ArithmeticWorld, prompts: list[str], n: int, *, mode
         return [[solve(p, rng) for _ in range(n)] for p in prompts]
     if mistakes != "miscalculation":
         raise ValueError("a model makes its own mistakes: `mistakes` applies to the world's solver only")
-    from rlhf_mini.sampling import generate
-
     texts = [world.format_prompt(p) for p in prompts for _ in range(n)]
     gen = generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, temperature=temperature,
                    seed=seed, batch_size=128, progress=False)
     return [gen.responses[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-def training_solutions_path(profile: Profile | None = None, source: str = "world",
-                            mistakes: str = "miscalculation") -> Path:
-    """The folder of the cached training solutions (``solutions.jsonl``: one ``prompt``/``response``
-    object per line) that the PRM and the ORM of ``source`` and ``mistakes`` both train on.
-
-    Drawn once and shared by the two kinds: from the world's solver it takes seconds, but from the
-    SFT policy (``source="sft"``) it is the slow part, about 100,000 sampled solutions on the gpu
-    profile. Parity-balanced when ``VerifierDataConfig.balance_parity`` says so.
-    """
-    import sys
-
-    from rlhf_mini import sampling, sft, zoo
-    from rlhf_mini.worlds import get_world
-
-    if source not in ("world", "sft"):
-        raise ValueError(f"source must be 'world' or 'sft', got {source!r}")
-    if mistakes not in MISTAKES or (source == "sft" and mistakes != "miscalculation"):
-        raise ValueError(f"mistakes must be one of {MISTAKES} (the SFT policy makes its own), got {mistakes!r}")
-    profile = profile or get_profile()
-    data_config = VerifierDataConfig.from_profile(profile, source=source, mistakes=mistakes)
-    world = get_world("arithmetic")
-
-    def build(folder: Path) -> None:
-        policy, tok = generator(profile) if source == "sft" else (None, None)
-        prompts = world.prompts(data_config.n_prompts, seed=data_config.seed, split="train")
-        solutions = sample_solutions(world, prompts, data_config.samples_per_prompt, model=policy, tokenizer=tok,
-                                     max_new_tokens=data_config.max_new_tokens,
-                                     temperature=data_config.temperature, seed=data_config.seed,
-                                     mistakes=data_config.mistakes)
-        flat_prompts = [p for p, s in zip(prompts, solutions) for _ in s]
-        flat = [r for s in solutions for r in s]
-        if data_config.balance_parity:
-            keep = parity_balanced(world, flat_prompts, flat)
-            flat_prompts, flat = [flat_prompts[i] for i in keep], [flat[i] for i in keep]
-        with open(folder / "solutions.jsonl", "w") as f:
-            for prompt, response in zip(flat_prompts, flat):
-                f.write(json.dumps({"prompt": prompt, "response": response}) + "\n")
-
-    key = asdict(data_config)
-    if source == "sft":  # the world's solver needs no model
-        key["generator"] = sft.sft_policy_path("arithmetic", profile).name
-    name = f"verifier-data-arithmetic-{profile.name}-{source}" + ("" if mistakes == "miscalculation" else f"-{mistakes}")
-    return zoo.cached(name, key, [sys.modules[__name__], sampling], build)
-
-
-def training_solutions(profile: Profile | None = None, source: str = "world",
-                       mistakes: str = "miscalculation") -> tuple[list[str], list[str]]:
-    """``(prompts, responses)``: the cached training solutions of ``training_solutions_path``."""
-    rows = [json.loads(line) for line in
-            (training_solutions_path(profile, source, mistakes) / "solutions.jsonl").read_text().splitlines()]
-    return [r["prompt"] for r in rows], [r["response"] for r in rows]
-
-
-def verifier_path(kind: str = "prm", profile: Profile | None = None, source: str = "world",
-                  mistakes: str = "miscalculation") -> Path:
-    """The folder of the cached PRM or ORM (built on first use from the SFT body).
-
-    Both kinds train on the same solutions (``training_solutions``), for the same steps, from the
-    same initialisation. ``mistakes`` picks the world solver's slips (``VerifierDataConfig.mistakes``).
-    """
-    import sys
-
-    from rlhf_mini import batch, models, sampling, sft, zoo
-    from rlhf_mini.worlds import get_world
-
-    profile = profile or get_profile()
-    data_path = training_solutions_path(profile, source, mistakes)  # validates source and mistakes
-    config = VerifierConfig.from_profile(profile, kind=kind)
-    world = get_world("arithmetic")
-    gen_path = sft.sft_policy_path("arithmetic", profile)
-
-    def build(folder: Path) -> None:
-        from rlhf_mini.utils import set_seed
-
-        set_seed(config.seed)
-        policy, tok = generator(profile)
-        flat_prompts, flat = training_solutions(profile, source, mistakes)
-        model = ScalarHeadModel.from_language_model(policy, seed=config.seed).to(get_device())
-        result = train_verifier(config, model, tok, world, flat_prompts, flat)
-        result.model.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(result.metrics))
-
-    key = {"kind": kind, "generator": gen_path.name, "data": data_path.name, **asdict(config)}
-    name = f"{kind}-arithmetic-{profile.name}" + ("" if mistakes == "miscalculation" else f"-{mistakes}")
-    return zoo.cached(name, key, [sys.modules[__name__], batch, models, sampling], build)
-
-
-def verifier(kind: str = "prm", profile: Profile | None = None, source: str = "world",
-             mistakes: str = "miscalculation"):
-    """The cached PRM (``kind="prm"``) or ORM (``"orm"``) and its tokenizer."""
-    from transformers import AutoTokenizer
-
-    folder = verifier_path(kind, profile, source, mistakes)
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    tok.padding_side = "left"
-    return load_verifier(folder), tok
-
-
-def verifier_metrics(kind: str = "prm", profile: Profile | None = None, source: str = "world",
-                     mistakes: str = "miscalculation") -> list[dict]:
-    """Per-step training metrics of the cached verifier."""
-    return json.loads((verifier_path(kind, profile, source, mistakes) / "metrics.json").read_text())

@@ -5,7 +5,7 @@ training time, and iterates:
 
     for round k = 1 … K:
         for each prompt x of the round:  y_1 … y_N ~ π_k(·|x),   y* = argmax_i r_φ(x, y_i)
-        π_{k+1} = SFT(π_k on the pairs (x, y*))          (the plain SFT loss: ``sft.train_sft``)
+        π_{k+1} = SFT(π_k on the pairs (x, y*))          (the plain SFT loss: ``losses.response_nll``)
 
 Each round moves the policy toward the best-of-N distribution of the previous one, so the gains
 compound (Llama 2 §3.2.3; the same idea is "expert iteration", ReST and RAFT). The reward model
@@ -25,8 +25,6 @@ uninterrupted run would have done.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +33,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rlhf_mini.best_of_n import Scorer, best_of_n
-from rlhf_mini.config import Profile, get_profile
-from rlhf_mini.dpo import evaluate_policy
-from rlhf_mini.sft import SFTConfig, train_sft
+from rlhf_mini.batch import encode_pairs
+from rlhf_mini.config import Profile
+from rlhf_mini.eval import evaluate_policy
+from rlhf_mini.losses import response_nll
+from rlhf_mini.models import position_ids_from_mask
+from rlhf_mini.scoring import Scorer, sample_pool, score_pool
+from rlhf_mini.training import (
+    batch_indices,
+    load_checkpoint,
+    load_trainer_state,
+    lr_at,
+    optimizer_step,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -57,10 +65,14 @@ class RSConfig:
     """SFT optimizer steps per round"""
     batch_size: int = 32
     """SFT minibatch size"""
-    lr: float = 3e-4
+    learning_rate: float = 3e-4
     """SFT peak learning rate (lower than the first SFT: the targets are the policy's own samples)"""
     warmup_steps: int = 5
     """SFT warm-up steps"""
+    min_lr_ratio: float = 0.1
+    """each round's SFT cosine decay ends at ``learning_rate * min_lr_ratio``"""
+    max_grad_norm: float = 1.0
+    """SFT global gradient-norm clip"""
     max_length: int = 128
     """longest prompt + response in tokens for SFT"""
     max_new_tokens: int = 32
@@ -76,13 +88,13 @@ class RSConfig:
     def from_profile(cls, profile: Profile, **changes: Any) -> RSConfig:
         """Batch size, context and generation length read from the profile; any field overridable.
 
-        ``lr``, the default or an override, is a rate for the cpu profile's models and is multiplied
-        by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
+        ``learning_rate``, the default or an override, is a rate for the cpu profile's models and is
+        multiplied by ``profile.lr_scale`` (1 there, 0.2 at GPT-2-small width).
         """
         values = {"batch_size": profile.batch_size, "max_length": profile.n_ctx,
                   "max_new_tokens": profile.max_new_tokens, "n_eval_prompts": min(profile.n_eval_prompts, 128)}
         values.update(changes)
-        values["lr"] = values.get("lr", cls.lr) * profile.lr_scale
+        values["learning_rate"] = values.get("learning_rate", cls.learning_rate) * profile.lr_scale
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -120,41 +132,41 @@ def select_best(prompts: list[str], samples: list[list[str]], scores: np.ndarray
     return kept
 
 
-RS_STATE = "rs_state.json"
+def fine_tune(config: RSConfig, policy, tokenizer, world, examples: list[dict[str, Any]], seed: int) -> list[float]:
+    """One round's SFT on the kept samples: the completion-only loss, AdamW, warm-up then cosine
+    decay, ``config.sft_steps`` minibatches in a fresh order each epoch. Returns the step losses."""
+    device = next(policy.parameters()).device
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0, betas=(0.9, 0.95))
+    policy.train()
+    losses = []
+    for step in range(config.sft_steps):
+        chunk = [examples[i] for i in batch_indices(step, len(examples), config.batch_size, seed)]
+        batch = encode_pairs(tokenizer, [world.format_prompt(e["prompt"]) for e in chunk],
+                             [e["response"] for e in chunk], config.max_length, add_eos=True).to(device)
+        logits = policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=position_ids_from_mask(batch.attention_mask)).logits
+        loss = response_nll(logits, batch.input_ids, batch.response_mask)
+        optimizer_step(optimizer, loss, policy.parameters(), config.max_grad_norm,
+                       lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                             max_steps=config.sft_steps, min_lr_ratio=config.min_lr_ratio))
+        losses.append(float(loss.detach()))
+    policy.eval()
+    return losses
 
 
-def save_rs_checkpoint(folder: str | Path, policy, tokenizer, config: RSConfig, metrics: list[dict[str, Any]],
-                       datasets: list[list[dict[str, Any]]]) -> Path:
-    """Write the policy after the last finished round (``save_pretrained``), its tokenizer, the
-    metrics and kept examples so far, the config and the torch RNG state."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    (folder / RS_STATE).write_text(json.dumps({"round": len(datasets), "config": asdict(config),
-                                               "metrics": metrics, "datasets": datasets}))
-    torch.save(torch.get_rng_state(), folder / "torch_rng.pt")
-    return folder
-
-
-def _load_rs_checkpoint(folder: str | Path, policy, config: RSConfig) -> tuple[list, list]:
-    from transformers import AutoModelForCausalLM
-
-    folder = Path(folder)
-    if not (folder / RS_STATE).is_file():
-        raise ValueError(f"{folder}: not a rejection-sampling checkpoint (no {RS_STATE})")
-    state = json.loads((folder / RS_STATE).read_text())
+def _resume(folder: str | Path, policy, config: RSConfig) -> tuple[list, list]:
+    state = load_trainer_state(folder)
     saved = state["config"]
     # every field but the round count shapes the rounds already run; a different one would splice two runs
     changed = sorted(k for k, v in asdict(config).items() if k != "rounds" and saved.get(k) != v)
+    where = Path(folder) / "trainer_state.pt"
     if changed:
-        raise ValueError(f"{folder / RS_STATE}: field(s) {changed} differ from the run being resumed "
+        raise ValueError(f"{where}: field(s) {changed} differ from the run being resumed "
                          f"(saved {[saved.get(k) for k in changed]}, now {[getattr(config, k) for k in changed]})")
     if state["round"] > config.rounds:
-        raise ValueError(f"{folder / RS_STATE}: the checkpoint is after round {state['round']}, "
+        raise ValueError(f"{where}: the checkpoint is after round {state['round']}, "
                          f"past config.rounds = {config.rounds}")
-    policy.load_state_dict(AutoModelForCausalLM.from_pretrained(str(folder)).state_dict())
-    torch.set_rng_state(torch.load(folder / "torch_rng.pt"))
+    load_checkpoint(folder, {"": policy}, state=state)
     return state["metrics"], state["datasets"]
 
 
@@ -182,7 +194,7 @@ def train_rejection_sampling(config: RSConfig, policy, ref_policy, tokenizer, wo
         raise ValueError("policy and ref_policy are the same object: pass models.reference_copy(policy)")
     eval_prompts = world.prompts(config.n_eval_prompts, seed=config.seed + 10_000, split="test")
     if resume_from is not None:
-        metrics, datasets = _load_rs_checkpoint(resume_from, policy, config)
+        metrics, datasets = _resume(resume_from, policy, config)
     else:
         metrics = [{"round": 0, **_evaluate(policy, ref_policy, tokenizer, world, scorer, eval_prompts, config,
                                             config.seed + 20_000)}]
@@ -190,85 +202,27 @@ def train_rejection_sampling(config: RSConfig, policy, ref_policy, tokenizer, wo
     for k in tqdm(range(len(datasets) + 1, config.rounds + 1), desc="rejection sampling", disable=not progress,
                   leave=False):
         prompts = world.prompts(config.prompts_per_round, seed=config.seed + k, split="train")
-        bon = best_of_n(policy, tokenizer, world, prompts, config.n_samples, scorer,
-                        max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                        seed=config.seed + 100 * k, progress=False)
-        kept = select_best(prompts, bon.samples, bon.scores, config.keep_per_prompt)
+        samples = sample_pool(policy, tokenizer, world, prompts, config.n_samples,
+                              max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                              seed=config.seed + 100 * k, progress=False)
+        scores = score_pool(scorer, prompts, samples)
+        kept = select_best(prompts, samples, scores, config.keep_per_prompt)
         flat_prompts = [p for p in prompts for _ in range(config.n_samples)]
-        gold_all = world.gold_rewards(flat_prompts, [r for row in bon.samples for r in row])
+        gold_all = world.gold_rewards(flat_prompts, [r for row in samples for r in row])
         gold_kept = world.gold_rewards([e["prompt"] for e in kept], [e["response"] for e in kept])
-        sft_config = SFTConfig(task=world.name, steps=config.sft_steps, batch_size=config.batch_size, lr=config.lr,
-                               warmup_steps=config.warmup_steps, max_length=config.max_length,
-                               seed=config.seed + k)
-        policy, sft_metrics = train_sft(sft_config, policy, tokenizer,
-                                        [{"prompt": e["prompt"], "response": e["response"]} for e in kept],
-                                        progress=False)
+        sft_losses = fine_tune(config, policy, tokenizer, world, kept, seed=config.seed + k)
         datasets.append(kept)
         metrics.append({
             "round": k,
             **_evaluate(policy, ref_policy, tokenizer, world, scorer, eval_prompts, config, config.seed + 20_000 + k),
-            "rm/samples": float(bon.scores.mean()), "rm/kept": float(np.mean([e["score"] for e in kept])),
+            "rm/samples": float(scores.mean()), "rm/kept": float(np.mean([e["score"] for e in kept])),
             "gold/samples": float(gold_all.mean()), "gold/kept": float(gold_kept.mean()),
-            "sft/loss": float(np.mean([m["loss"] for m in sft_metrics[-10:]])),
-            "sft/first_loss": sft_metrics[0]["loss"],
+            "sft/loss": float(np.mean(sft_losses[-10:])),
+            "sft/first_loss": sft_losses[0],
         })
         if checkpoint_dir is not None:
-            save_rs_checkpoint(Path(checkpoint_dir) / f"round-{k}", policy, tokenizer, config, metrics, datasets)
+            save_checkpoint(Path(checkpoint_dir) / f"round-{k}", {"": policy},
+                            {"round": k, "config": asdict(config), "metrics": metrics, "datasets": datasets},
+                            tokenizer=tokenizer)
     policy.eval()
     return RSResult(policy, metrics, datasets)
-
-
-# --------------------------------------------------------------------------------------------
-# The zoo artifact
-# --------------------------------------------------------------------------------------------
-
-CHAPTER_RECIPE = {"rounds": 2, "prompts_per_round": 256, "n_samples": 8, "sft_steps": 40}
-"""chapter 10's run: two rounds of best-of-8 under the reward model, 40 SFT steps each"""
-
-
-def rs_policy_path(task: str = "assistant", profile: Profile | None = None, **overrides: Any) -> Path:
-    """The folder of the cached rejection-sampling policy (built from the SFT policy on first use).
-
-    The recipe is ``CHAPTER_RECIPE`` with the reward model as the selector; ``overrides`` go to
-    ``RSConfig``.
-    """
-    from rlhf_mini import batch, logprobs, losses, models, reward, sampling, sft, zoo
-    from rlhf_mini.best_of_n import reward_model_scorer
-    from rlhf_mini.worlds import get_world
-
-    profile = profile or get_profile()
-    config = RSConfig.from_profile(profile, **{**CHAPTER_RECIPE, **overrides})
-
-    def build(folder: Path) -> None:
-        from rlhf_mini.utils import set_seed
-
-        world = get_world(task)
-        set_seed(config.seed)
-        policy, tokenizer = sft.sft_policy(task, profile)
-        ref = models.reference_copy(policy)
-        for param in policy.parameters():
-            param.requires_grad_(True)
-        rm, rm_tokenizer = reward.reward_model(task, profile)
-        result = train_rejection_sampling(config, policy, ref, tokenizer, world,
-                                          reward_model_scorer(rm, rm_tokenizer, world))
-        result.policy.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "metrics.json").write_text(json.dumps(result.metrics))
-
-    key = {"task": task, "sft": sft.sft_policy_path(task, profile).name,
-           "reward": reward.reward_model_path(task, profile).name, **asdict(config)}
-    modules = [sys.modules[__name__], batch, logprobs, losses, models, sampling, sft, reward]
-    return zoo.cached(f"rs-{task}-{profile.name}", key, modules, build)
-
-
-def rs_policy(task: str = "assistant", profile: Profile | None = None, **overrides: Any):
-    """The rejection-sampling fine-tuned policy of ``task`` and its tokenizer (cached)."""
-    from rlhf_mini.sft import load_sft_checkpoint
-
-    model, tokenizer = load_sft_checkpoint(rs_policy_path(task, profile, **overrides))
-    return model.eval(), tokenizer
-
-
-def rs_metrics(task: str = "assistant", profile: Profile | None = None, **overrides: Any) -> list[dict[str, Any]]:
-    """The per-round metrics of the cached run that ``rs_policy`` returns."""
-    return json.loads((rs_policy_path(task, profile, **overrides) / "metrics.json").read_text())

@@ -7,8 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from rlhf_mini.best_of_n import best_of_n, best_of_n_expected, measured_best_of_n_kl, sample_pool
+from rlhf_mini.best_of_n import best_of_n, best_of_n_expected, measured_best_of_n_kl
 from rlhf_mini.sampling import best_of_n_kl
+from rlhf_mini.scoring import sample_pool
 from rlhf_mini.worlds import get_world
 
 

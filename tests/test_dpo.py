@@ -7,20 +7,22 @@ import math
 import pytest
 import torch
 
-from rlhf_mini.dpo import DPOConfig, check_pairs, evaluate_policy, train_dpo
+from rlhf_mini.data import check_pairs
+from rlhf_mini.dpo import DPOConfig, train_dpo
+from rlhf_mini.eval import evaluate_policy
 from rlhf_mini.models import new_policy, reference_copy
 from rlhf_mini.worlds import get_world
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    from rlhf_mini.dpo import preference_pairs
+    from rlhf_mini.data import preference_pairs
 
     return preference_pairs("sentiment", 32)
 
 
 def tiny_config(**changes):
-    values = dict(steps=4, batch_size=8, max_length=96, ref_batch_size=16, lr=1e-3, warmup_steps=1)
+    values = dict(max_steps=4, batch_size=8, max_length=96, ref_batch_size=16, learning_rate=1e-3, warmup_steps=1)
     values.update(changes)
     return DPOConfig(**values)
 
@@ -34,7 +36,7 @@ def count_forwards(model):
 def test_reference_logps_are_computed_once(tiny_policy, tiny_tokenizer, pairs):
     ref = reference_copy(tiny_policy)
     counter = count_forwards(ref)
-    result = train_dpo(tiny_config(steps=5), tiny_policy, ref, tiny_tokenizer, pairs, get_world("sentiment"),
+    result = train_dpo(tiny_config(max_steps=5), tiny_policy, ref, tiny_tokenizer, pairs, get_world("sentiment"),
                        progress=False)
     assert counter["n"] == math.ceil(len(pairs) / 16)  # one pass over the dataset, none per step
     assert result.ref_logps["chosen"].shape == (len(pairs),)
@@ -43,12 +45,12 @@ def test_reference_logps_are_computed_once(tiny_policy, tiny_tokenizer, pairs):
                 "logps/chosen", "logps/rejected"):
         assert key in result.metrics[0]
     # a second run on the same data can reuse them: the reference model is not called again
-    again = train_dpo(tiny_config(steps=1), reference_copy(tiny_policy).requires_grad_(True), ref, tiny_tokenizer,
+    again = train_dpo(tiny_config(max_steps=1), reference_copy(tiny_policy).requires_grad_(True), ref, tiny_tokenizer,
                       pairs, get_world("sentiment"), ref_logps=result.ref_logps, progress=False)
     assert counter["n"] == math.ceil(len(pairs) / 16)
     assert again.ref_logps is result.ref_logps
     with pytest.raises(ValueError, match="one entry per pair"):
-        train_dpo(tiny_config(steps=1), tiny_policy, ref, tiny_tokenizer, pairs[:8], get_world("sentiment"),
+        train_dpo(tiny_config(max_steps=1), tiny_policy, ref, tiny_tokenizer, pairs[:8], get_world("sentiment"),
                   ref_logps=result.ref_logps, progress=False)
 
 
@@ -56,7 +58,7 @@ def test_reference_logps_are_computed_once(tiny_policy, tiny_tokenizer, pairs):
 def test_step0_loss_with_policy_equal_to_reference(tiny_policy, tiny_tokenizer, pairs, loss_type):
     ref = reference_copy(tiny_policy)
     beta = 0.5
-    result = train_dpo(tiny_config(steps=1, loss_type=loss_type, beta=beta), tiny_policy, ref, tiny_tokenizer,
+    result = train_dpo(tiny_config(max_steps=1, loss_type=loss_type, beta=beta), tiny_policy, ref, tiny_tokenizer,
                        pairs, get_world("sentiment"), progress=False)
     first = result.metrics[0]
     expected = {"sigmoid": math.log(2), "ipo": (1 / (2 * beta)) ** 2, "hinge": 1.0}[loss_type]
@@ -67,7 +69,7 @@ def test_step0_loss_with_policy_equal_to_reference(tiny_policy, tiny_tokenizer, 
 def test_a_few_steps_raise_the_margins(tiny_profile, tiny_tokenizer, pairs):
     policy = new_policy(tiny_profile, tiny_tokenizer, seed=0)
     ref = reference_copy(policy)
-    result = train_dpo(tiny_config(steps=24, batch_size=16, lr=3e-3, beta=0.5), policy, ref, tiny_tokenizer,
+    result = train_dpo(tiny_config(max_steps=24, batch_size=16, learning_rate=3e-3, beta=0.5), policy, ref, tiny_tokenizer,
                        pairs, get_world("sentiment"), progress=False)
     first, last = result.metrics[0], result.metrics[-1]
     assert last["rewards/margins"] > first["rewards/margins"] + 0.5
@@ -77,7 +79,7 @@ def test_a_few_steps_raise_the_margins(tiny_profile, tiny_tokenizer, pairs):
 
 def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, pairs, tmp_path):
     world = get_world("sentiment")
-    config = tiny_config(steps=4)
+    config = tiny_config(max_steps=4)
     policy = new_policy(tiny_profile, tiny_tokenizer, seed=0)
     full = train_dpo(config, policy, reference_copy(policy), tiny_tokenizer, pairs, world,
                      checkpoint_dir=tmp_path, checkpoint_every=2, progress=False)
@@ -94,7 +96,7 @@ def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, pair
 
 
 def test_preference_pairs_never_returns_fewer_than_asked():
-    from rlhf_mini.dpo import preference_pairs
+    from rlhf_mini.data import preference_pairs
 
     with pytest.raises(ValueError, match="asked for 5000 pairs, but the file has 2000"):
         preference_pairs("sentiment", 5000)
@@ -111,7 +113,7 @@ def test_bad_input_raises(tiny_policy, tiny_tokenizer, pairs, tmp_path):
         train_dpo(tiny_config(), tiny_policy, ref, tiny_tokenizer, [], world, progress=False)
     with pytest.raises(ValueError, match="same object"):
         train_dpo(tiny_config(), tiny_policy, tiny_policy, tiny_tokenizer, pairs, world, progress=False)
-    with pytest.raises(ValueError, match="not a DPO checkpoint"):
+    with pytest.raises(ValueError, match="not a checkpoint"):
         train_dpo(tiny_config(), tiny_policy, ref, tiny_tokenizer, pairs, world, resume_from=tmp_path,
                   progress=False)
     with pytest.raises(ValueError, match="loss_type"):
@@ -175,14 +177,14 @@ def test_on_policy_pairs_with_a_judge_keep_its_verdict_and_the_gold_values(tiny_
 
 
 def test_rlaif_policy_refuses_a_world_without_a_constitution():
-    from rlhf_mini.rlaif import rlaif_policy_path
+    from rlhf_mini.zoo.rlaif import rlaif_policy_path
 
     with pytest.raises(ValueError, match="assistant"):
         rlaif_policy_path("sentiment")
 
 
 def test_dpo_policy_rounds_must_be_positive():
-    from rlhf_mini.dpo import dpo_policy_path
+    from rlhf_mini.zoo.dpo import dpo_policy_path
 
     with pytest.raises(ValueError, match="rounds"):
         dpo_policy_path("assistant", rounds=0)
@@ -190,7 +192,7 @@ def test_dpo_policy_rounds_must_be_positive():
 
 def test_dpo_policy_seed_reaches_every_round(monkeypatch, tmp_path):
     """``seed`` picks a different artifact, and round 2 starts from round 1 of the same seed."""
-    from rlhf_mini import dpo, sft, zoo
+    from rlhf_mini.zoo import dpo
 
     keys = []
 
@@ -198,8 +200,8 @@ def test_dpo_policy_seed_reaches_every_round(monkeypatch, tmp_path):
         keys.append(config)
         return tmp_path / f"{name}-round{config['round']}-seed{config['seed']}"
 
-    monkeypatch.setattr(zoo, "cached", fake_cached)
-    monkeypatch.setattr(sft, "sft_policy_path", lambda task, profile: tmp_path / "sft")
+    monkeypatch.setattr(dpo, "cached", fake_cached)
+    monkeypatch.setattr(dpo, "sft_policy_path", lambda task, profile: tmp_path / "sft")
     default = dpo.dpo_policy_path("assistant", rounds=1)
     assert keys[-1]["seed"] == 0
     seeded = dpo.dpo_policy_path("assistant", rounds=2, seed=3)

@@ -11,15 +11,13 @@ from hypothesis import strategies as st
 
 from rlhf_mini.losses import (
     bradley_terry_loss,
-    compute_gae,
     dpo_loss,
     kl_penalty,
     masked_mean,
     masked_var,
-    ppo_policy_loss,
-    ppo_value_loss,
     whiten,
 )
+from rlhf_mini.ppo import compute_gae, ppo_policy_loss, ppo_value_loss
 
 LN2 = math.log(2.0)
 

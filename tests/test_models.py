@@ -23,9 +23,10 @@ def test_profiles(monkeypatch):
 
 def test_fine_tuning_rates_follow_the_profile_width():
     from rlhf_mini.dpo import DPOConfig
-    from rlhf_mini.ppo import CHAPTER_RECIPE, PPOConfig
+    from rlhf_mini.ppo import PPOConfig
     from rlhf_mini.rejection_sampling import RSConfig
     from rlhf_mini.sft import SFTConfig
+    from rlhf_mini.zoo.ppo import CHAPTER_RECIPE
 
     cpu, gpu = PROFILES["cpu"], PROFILES["gpu"]
     assert cpu.lr_scale == 1.0 and gpu.lr_scale == pytest.approx(gpu.pretrain_lr / cpu.pretrain_lr)
@@ -33,11 +34,12 @@ def test_fine_tuning_rates_follow_the_profile_width():
     assert PPOConfig.from_profile(cpu, **CHAPTER_RECIPE).learning_rate == CHAPTER_RECIPE["learning_rate"]
     assert PPOConfig.from_profile(gpu, **CHAPTER_RECIPE).learning_rate == pytest.approx(0.2 * CHAPTER_RECIPE["learning_rate"])
     assert PPOConfig.from_profile(gpu).learning_rate == pytest.approx(0.2 * PPOConfig.learning_rate)
-    assert DPOConfig.from_profile(cpu).lr == DPOConfig.lr
-    assert DPOConfig.from_profile(gpu, lr=3e-4).lr == pytest.approx(6e-5)
-    assert RSConfig.from_profile(gpu).lr == pytest.approx(0.2 * RSConfig.lr)
+    assert DPOConfig.from_profile(cpu).learning_rate == DPOConfig.learning_rate
+    assert DPOConfig.from_profile(gpu, learning_rate=3e-4).learning_rate == pytest.approx(6e-5)
+    assert RSConfig.from_profile(gpu).learning_rate == pytest.approx(0.2 * RSConfig.learning_rate)
     # the stages that follow pretrain_lr move by the same factor
-    assert SFTConfig.from_profile(gpu).lr / SFTConfig.from_profile(cpu).lr == pytest.approx(gpu.lr_scale)
+    assert (SFTConfig.from_profile(gpu).learning_rate / SFTConfig.from_profile(cpu).learning_rate
+            == pytest.approx(gpu.lr_scale))
 
 
 def test_tokenizer_round_trip_and_special_tokens(tiny_tokenizer):

@@ -46,7 +46,7 @@ def length_score(prompts: list[str], responses: list[str]) -> np.ndarray:
 
 def small_config(**changes) -> PPOConfig:
     base = dict(rollout_batch=8, mini_batch=4, ppo_epochs=1, max_new_tokens=6, norm_samples=8,
-                n_iterations=1, learning_rate=1e-3)
+                max_steps=1, learning_rate=1e-3)
     return PPOConfig(**{**base, **changes})
 
 
@@ -58,26 +58,26 @@ def small_config(**changes) -> PPOConfig:
 def test_fixed_controller_never_moves() -> None:
     ctl = FixedKLController(0.1)
     ctl.update(100.0, n_steps=64)
-    assert ctl.value == 0.1
+    assert ctl.beta == 0.1
 
 
 @pytest.mark.parametrize("kl, direction", [(12.0, 1), (3.0, -1), (6.0, 0)])
 def test_adaptive_controller_moves_beta_towards_target(kl: float, direction: int) -> None:
     ctl = AdaptiveKLController(0.1, target=6.0, horizon=100)
     ctl.update(kl, n_steps=10)
-    assert np.sign(ctl.value - 0.1) == direction
+    assert np.sign(ctl.beta - 0.1) == direction
 
 
 def test_adaptive_controller_clips_each_update_at_20_percent() -> None:
     ctl = AdaptiveKLController(0.1, target=1.0, horizon=10)
     ctl.update(1000.0, n_steps=10)  # error clipped to +0.2, n / horizon = 1
-    assert ctl.value == pytest.approx(0.12)
+    assert ctl.beta == pytest.approx(0.12)
     ctl = AdaptiveKLController(0.1, target=1.0, horizon=10)
     ctl.update(0.0, n_steps=10)
-    assert ctl.value == pytest.approx(0.08)
+    assert ctl.beta == pytest.approx(0.08)
     ctl = AdaptiveKLController(0.1, target=1.0, horizon=100)
     ctl.update(1.1, n_steps=10)  # error 0.1, scaled by n / horizon = 0.1
-    assert ctl.value == pytest.approx(0.1 * 1.01)
+    assert ctl.beta == pytest.approx(0.1 * 1.01)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_per_token_rewards_kl_everywhere_score_on_last_token() -> None:
     kl = torch.tensor([[9.0, 0.5, 1.0, 2.0, 0.0], [9.0, 9.0, 1.0, -1.0, 3.0]])
     mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]])
     scores = torch.tensor([10.0, -5.0])
-    rewards = per_token_rewards(kl, scores, mask, kl_coef=0.1)
+    rewards = per_token_rewards(kl, scores, mask, beta=0.1)
     expected = torch.tensor([[0.0, -0.05, -0.1, -0.2 + 10.0, 0.0], [0.0, 0.0, -0.1, 0.1, -0.3 - 5.0]])
     torch.testing.assert_close(rewards, expected)
 
@@ -128,7 +128,7 @@ def test_one_iteration_runs_and_changes_the_policy(tokenizer, world) -> None:
     assert len(metrics) == 1
     row = metrics[0]
     for key in ("objective/rlhf_reward", "objective/scores", "objective/kl", "gold", "policy/clipfrac",
-                "policy/approx_kl", "loss/policy", "loss/value", "val/explained_variance", "kl_coef",
+                "policy/approx_kl", "loss/policy", "loss/value", "val/explained_variance", "beta",
                 "eos_rate", "response_length"):
         assert np.isfinite(row[key]), key
     # the first rollout comes from the reference policy itself: KL 0 with the k1 estimator
@@ -170,14 +170,14 @@ def test_dropout_is_switched_off_so_the_first_ratio_is_one(tokenizer, world) -> 
 
 def test_training_is_deterministic(tokenizer, world) -> None:
     prompts = world.prompts(16, seed=0)
-    runs = [train_ppo(small_config(n_iterations=2), *tiny_models(tokenizer), tokenizer, world,
+    runs = [train_ppo(small_config(max_steps=2), *tiny_models(tokenizer), tokenizer, world,
                       prompts, score_fn=length_score, progress=False)[1] for _ in range(2)]
     assert runs[0] == runs[1]
 
 
 def test_checkpoint_resume_gives_the_same_next_step_loss(tokenizer, world, tmp_path) -> None:
     prompts = world.prompts(16, seed=0)
-    cfg = small_config(n_iterations=2, adaptive_kl=True, kl_horizon=50)
+    cfg = small_config(max_steps=2, adaptive_kl=True, kl_horizon=50)
     _, full = train_ppo(cfg, *tiny_models(tokenizer), tokenizer, world, prompts,
                         score_fn=length_score, checkpoint_dir=tmp_path, checkpoint_every=1,
                         progress=False)
@@ -190,7 +190,7 @@ def test_checkpoint_resume_gives_the_same_next_step_loss(tokenizer, world, tmp_p
     assert len(resumed) == 2
     assert resumed[1]["loss/policy"] == pytest.approx(full[1]["loss/policy"], abs=1e-6)
     assert resumed[1]["loss/value"] == pytest.approx(full[1]["loss/value"], abs=1e-6)
-    assert resumed[1]["kl_coef"] == pytest.approx(full[1]["kl_coef"])
+    assert resumed[1]["beta"] == pytest.approx(full[1]["beta"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_nan_reward_raises(tokenizer, world) -> None:
                   world.prompts(8, seed=0), score_fn=nan_score, progress=False)
 
 
-@pytest.mark.parametrize("change", [{"mini_batch": 3}, {"kl_coef": -1.0}, {"kl_estimator": "k9"},
+@pytest.mark.parametrize("change", [{"mini_batch": 3}, {"beta": -1.0}, {"kl_estimator": "k9"},
                                     {"learning_rate": 0.0}])
 def test_bad_config_raises(change, tokenizer, world) -> None:
     with pytest.raises(ValueError, match="PPOConfig"):

@@ -8,7 +8,6 @@ from rlhf_mini.prm import (
     VerifierConfig,
     best_of_n_accuracy,
     encode_solutions,
-    learning_rate,
     majority_vote,
     miscopying_solution,
     parity_balanced,
@@ -20,6 +19,7 @@ from rlhf_mini.prm import (
     step_probabilities,
     train_verifier,
 )
+from rlhf_mini.training import lr_at
 from rlhf_mini.worlds import get_world
 from rlhf_mini.worlds.arithmetic import (
     STEP_RE,
@@ -125,7 +125,7 @@ def _data(world, n=64, seed=0):
 
 def test_prm_learns_and_reranks(world, tokenizer):
     prompts, responses = _data(world)
-    cfg = VerifierConfig(kind="prm", steps=40, batch_size=16, lr=3e-3, warmup_steps=1)
+    cfg = VerifierConfig(kind="prm", max_steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=1)
     result = train_verifier(cfg, tiny_verifier(tokenizer), tokenizer, world, prompts, responses, progress=False)
     losses = [m["loss"] for m in result.metrics]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
@@ -141,11 +141,11 @@ def test_prm_learns_and_reranks(world, tokenizer):
 
 def test_resume_gives_same_next_loss(world, tokenizer, tmp_path):
     prompts, responses = _data(world, n=32)
-    full = train_verifier(VerifierConfig(kind="orm", steps=6, batch_size=8, warmup_steps=1),
+    full = train_verifier(VerifierConfig(kind="orm", max_steps=6, batch_size=8, warmup_steps=1),
                           tiny_verifier(tokenizer), tokenizer, world, prompts, responses, progress=False)
-    cfg = VerifierConfig(kind="orm", steps=3, batch_size=8, warmup_steps=1, output_dir=str(tmp_path))
+    cfg = VerifierConfig(kind="orm", max_steps=3, batch_size=8, warmup_steps=1, output_dir=str(tmp_path))
     train_verifier(cfg, tiny_verifier(tokenizer), tokenizer, world, prompts, responses, progress=False)
-    resumed = train_verifier(VerifierConfig(kind="orm", steps=6, batch_size=8, warmup_steps=1),
+    resumed = train_verifier(VerifierConfig(kind="orm", max_steps=6, batch_size=8, warmup_steps=1),
                              tiny_verifier(tokenizer, seed=5), tokenizer, world, prompts, responses,
                              resume_from=tmp_path, progress=False)
     assert resumed.metrics[3]["loss"] == pytest.approx(full.metrics[3]["loss"], rel=1e-5)
@@ -170,13 +170,17 @@ def test_parity_balanced(world):
 
 
 def test_learning_rate_schedule():
-    constant = VerifierConfig(steps=100, lr=1e-3, warmup_steps=10)
-    cosine = VerifierConfig(steps=100, lr=1e-3, warmup_steps=10, schedule="cosine")
-    assert learning_rate(constant, 0) == pytest.approx(1e-4)
-    assert learning_rate(constant, 99) == pytest.approx(1e-3)
-    assert learning_rate(cosine, 10) == pytest.approx(1e-3)
-    assert learning_rate(cosine, 55) == pytest.approx(5e-4)
-    assert learning_rate(cosine, 99) < 1e-5
+    constant = VerifierConfig(max_steps=100, learning_rate=1e-3, warmup_steps=10)
+    cosine = VerifierConfig(max_steps=100, learning_rate=1e-3, warmup_steps=10, schedule="cosine")
+    def lr(config, step):
+        return lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                     max_steps=config.max_steps, schedule=config.schedule)
+
+    assert lr(constant, 0) == pytest.approx(1e-4)
+    assert lr(constant, 99) == pytest.approx(1e-3)
+    assert lr(cosine, 10) == pytest.approx(1e-3)
+    assert lr(cosine, 55) == pytest.approx(5e-4)
+    assert lr(cosine, 99) < 1e-5
     with pytest.raises(ValueError, match="schedule"):
         VerifierConfig(schedule="linear")
 
@@ -206,7 +210,8 @@ def test_miscopying_solution(world):
 
 def test_both_verifier_kinds_share_one_cached_training_set(world, isolated_cache):
     from rlhf_mini.config import get_profile
-    from rlhf_mini.prm import VerifierDataConfig, training_solutions, training_solutions_path
+    from rlhf_mini.prm import VerifierDataConfig
+    from rlhf_mini.zoo.prm import training_solutions, training_solutions_path
 
     profile = get_profile("cpu")
     folder = training_solutions_path(profile, "world", "miscopy")

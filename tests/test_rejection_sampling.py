@@ -45,7 +45,7 @@ def test_rounds_train_on_the_kept_samples(tiny_policy, tiny_tokenizer):
 
     ref = reference_copy(tiny_policy)
     before = {k: v.clone() for k, v in tiny_policy.state_dict().items()}
-    config = RSConfig(rounds=2, prompts_per_round=6, n_samples=4, sft_steps=3, batch_size=4, lr=1e-3,
+    config = RSConfig(rounds=2, prompts_per_round=6, n_samples=4, sft_steps=3, batch_size=4, learning_rate=1e-3,
                       max_length=96, max_new_tokens=10, n_eval_prompts=4)
     result = train_rejection_sampling(config, tiny_policy, ref, tiny_tokenizer, world, scorer, progress=False)
     assert [m["round"] for m in result.metrics] == [0, 1, 2]
@@ -61,7 +61,7 @@ def test_rounds_train_on_the_kept_samples(tiny_policy, tiny_tokenizer):
 
 
 def test_rs_policy_checks_its_overrides_before_building(isolated_cache):
-    from rlhf_mini.rejection_sampling import rs_policy_path
+    from rlhf_mini.zoo.rejection_sampling import rs_policy_path
 
     with pytest.raises(ValueError, match="rounds"):
         rs_policy_path("assistant", rounds=0)
@@ -78,7 +78,7 @@ def test_resume_after_a_round_repeats_the_uninterrupted_run(tiny_profile, tiny_t
     from rlhf_mini.models import new_policy
 
     world = get_world("sentiment")
-    config = RSConfig(rounds=2, prompts_per_round=6, n_samples=4, sft_steps=3, batch_size=4, lr=1e-3,
+    config = RSConfig(rounds=2, prompts_per_round=6, n_samples=4, sft_steps=3, batch_size=4, learning_rate=1e-3,
                       max_length=96, max_new_tokens=10, n_eval_prompts=4)
 
     def fresh():
@@ -114,9 +114,9 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_policy, tiny_tokenizer,
     train_rejection_sampling(config, tiny_policy, ref, tiny_tokenizer, world, _length_scorer,
                              checkpoint_dir=tmp_path, progress=False)
     other = RSConfig(**{**config.__dict__, "rounds": 2, "n_samples": 3})
-    with pytest.raises(ValueError, match=r"rs_state.json: field\(s\) \['n_samples'\] differ"):
+    with pytest.raises(ValueError, match=r"trainer_state.pt: field\(s\) \['n_samples'\] differ"):
         train_rejection_sampling(other, tiny_policy, ref, tiny_tokenizer, world, _length_scorer,
                                  resume_from=tmp_path / "round-1", progress=False)
-    with pytest.raises(ValueError, match="not a rejection-sampling checkpoint"):
+    with pytest.raises(ValueError, match="not a checkpoint"):
         train_rejection_sampling(config, tiny_policy, ref, tiny_tokenizer, world, _length_scorer,
                                  resume_from=tmp_path, progress=False)

@@ -11,9 +11,9 @@ from rlhf_mini.reward import (
     RewardConfig,
     evaluate_reward_model,
     likert_margins,
-    score_texts,
     train_reward_model,
 )
+from rlhf_mini.scoring import score_texts
 from rlhf_mini.worlds import get_world
 
 
@@ -34,7 +34,7 @@ def tiny_rm(tiny_profile, tiny_tokenizer, seed=0) -> ScalarHeadModel:
 
 
 def config(**changes) -> RewardConfig:
-    base = dict(task="assistant", steps=40, batch_size=16, lr=3e-3, warmup_steps=3, max_length=96, eval_every=0)
+    base = dict(task="assistant", max_steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=3, max_length=96, eval_every=0)
     base.update(changes)
     return RewardConfig(**base)
 
@@ -64,7 +64,7 @@ def test_score_texts_matches_unbatched_scores(tiny_profile, tiny_tokenizer):
 
 def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, tmp_path):
     train = easy_pairs(64, seed=0)
-    cfg = config(steps=6, batch_size=8, margin=0.5)
+    cfg = config(max_steps=6, batch_size=8, margin=0.5)
     _, full = train_reward_model(cfg, tiny_rm(tiny_profile, tiny_tokenizer), tiny_tokenizer, train,
                                  checkpoint_dir=tmp_path, checkpoint_every=3, progress=False)
     _, resumed = train_reward_model(cfg, tiny_rm(tiny_profile, tiny_tokenizer, seed=5), tiny_tokenizer, train,
@@ -104,7 +104,7 @@ def test_bad_input_raises(tiny_profile, tiny_tokenizer):
 
 
 def test_reward_model_on_pairs_trains_once_per_content(isolated_cache, monkeypatch, tiny_profile):
-    from rlhf_mini import reward
+    from rlhf_mini.zoo import reward
 
     calls = []
     real = reward.train_reward_model
@@ -116,20 +116,20 @@ def test_reward_model_on_pairs_trains_once_per_content(isolated_cache, monkeypat
     monkeypatch.setattr(reward, "train_reward_model", counting)
     small = tiny_profile.replace(name="tiny", corpus_docs=200, pretrain_steps=2, pretrain_batch=4, pretrain_seq=16,
                                  sft_steps=2, n_preference_pairs=8, batch_size=4)
-    cfg = config(steps=3, batch_size=4)
+    cfg = config(max_steps=3, batch_size=4)
     pairs = easy_pairs(8, 0)
-    first = reward.reward_model_on_pairs(pairs, cfg, small, name="test", progress=False)
-    again = reward.reward_model_on_pairs([dict(r) for r in pairs], cfg, small, name="test", progress=False)
+    first = reward.cached_reward_model_on_pairs(pairs, cfg, small, name="test", progress=False)
+    again = reward.cached_reward_model_on_pairs([dict(r) for r in pairs], cfg, small, name="test", progress=False)
     assert calls == [8]  # the second call loads the first one's model
     world = get_world("assistant")
     prompts, responses = [r["prompt"] for r in pairs], [r["chosen"] for r in pairs]
-    from rlhf_mini.sft import sft_policy
+    from rlhf_mini.zoo.sft import sft_policy
 
     _, tok = sft_policy("assistant", small)
     np.testing.assert_array_equal(score_texts(first, tok, world, prompts, responses),
                                   score_texts(again, tok, world, prompts, responses))
     # other labels (the same pairs, chosen and rejected swapped) or another seed: a new model
     swapped = [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in pairs]
-    reward.reward_model_on_pairs(swapped, cfg, small, name="test", progress=False)
-    reward.reward_model_on_pairs(pairs, config(steps=3, batch_size=4, seed=1), small, name="test", progress=False)
+    reward.cached_reward_model_on_pairs(swapped, cfg, small, name="test", progress=False)
+    reward.cached_reward_model_on_pairs(pairs, config(max_steps=3, batch_size=4, seed=1), small, name="test", progress=False)
     assert calls == [8, 8, 8]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhf_mini.losses import response_nll
 from rlhf_mini.models import new_policy
 from rlhf_mini.sft import (
     SFTConfig,
     encode_examples,
     evaluate_sft,
-    response_nll,
     sft_loss,
     train_sft,
 )
@@ -23,7 +23,7 @@ def demos():
 
 
 def tiny_config(**changes) -> SFTConfig:
-    base = dict(task="assistant", steps=6, batch_size=8, lr=3e-3, warmup_steps=2, max_length=96)
+    base = dict(task="assistant", max_steps=6, batch_size=8, learning_rate=3e-3, warmup_steps=2, max_length=96)
     base.update(changes)
     return SFTConfig(**base)
 
@@ -68,14 +68,14 @@ def test_loss_is_mean_over_response_tokens(tiny_policy, tiny_tokenizer, demos):
 def test_a_few_steps_lower_the_loss(tiny_profile, tiny_tokenizer, demos):
     model = new_policy(tiny_profile, tiny_tokenizer, seed=0)
     before = evaluate_sft(model, tiny_tokenizer, demos[:32])
-    model, metrics = train_sft(tiny_config(steps=25), model, tiny_tokenizer, demos, progress=False)
+    model, metrics = train_sft(tiny_config(max_steps=25), model, tiny_tokenizer, demos, progress=False)
     after = evaluate_sft(model, tiny_tokenizer, demos[:32])
     assert len(metrics) == 25 and {"loss", "lr", "grad_norm", "tokens"} <= set(metrics[0])
     assert after < before - 0.5, (before, after)
 
 
 def test_resume_gives_the_same_next_step_loss(tiny_profile, tiny_tokenizer, demos, tmp_path):
-    config = tiny_config(steps=6)
+    config = tiny_config(max_steps=6)
     full_model = new_policy(tiny_profile, tiny_tokenizer, seed=0)
     _, full = train_sft(config, full_model, tiny_tokenizer, demos, checkpoint_dir=tmp_path,
                         checkpoint_every=3, progress=False)

@@ -50,8 +50,8 @@ def test_base_model_is_built_then_reused(isolated_cache, monkeypatch, tiny_profi
 
     monkeypatch.setattr(pretrain, "pretrain_base_model", counting)
     small = tiny_profile.replace(name="tiny", corpus_docs=200, pretrain_steps=3, pretrain_batch=4, pretrain_seq=16)
-    model, tok = zoo.base_model(small)
-    model2, _ = zoo.base_model(small)
+    model, tok = zoo.cached_base_model(small)
+    model2, _ = zoo.cached_base_model(small)
     assert len(calls) == 1
     assert model.config.n_layer == 1 and len(tok) == model.config.vocab_size
     assert len(zoo.base_model_metrics(small)) == 3

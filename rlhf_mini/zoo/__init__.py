@@ -1,4 +1,9 @@
-"""The model zoo: cached artifacts that any chapter can ask for.
+"""The model zoo: cached artifacts that any chapter can ask for, above the algorithms.
+
+This package composes the stages (the PPO recipe needs the SFT policy and the reward model): one
+module per stage holds the course's recipes and cached getters (``zoo.sft``, ``zoo.reward``,
+``zoo.ppo``, ``zoo.rejection_sampling``, ``zoo.dpo``, ``zoo.rlaif``, ``zoo.prm``); this file holds
+the content-hashed cache, the loaders, and the pretrained base model they all start from.
 
 A zoo call returns an artifact keyed by its config and by the source code of the modules that
 make it. When it is missing, the call builds it (deterministically) and stores it; afterwards it
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -21,15 +27,26 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from rlhf_mini.config import Profile, get_profile
+from rlhf_mini import models, pretrain
+from rlhf_mini.config import Profile, get_device, get_profile
+from rlhf_mini.models import ScalarHeadModel, load_pretrained
+from rlhf_mini.worlds import arithmetic, assistant, base, sentiment
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
 CACHE_ENV = "RLHF_MINI_CACHE"
+STAGES = ("sft", "reward", "ppo", "rejection_sampling", "dpo", "rlaif", "prm")
+
+
+def __getattr__(name: str):
+    # PEP 562: ``zoo.ppo`` imports the stage module on first use (the stages import this file)
+    if name in STAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cache_dir() -> Path:
@@ -76,9 +93,6 @@ def cached(name: str, config: dict, modules: list[ModuleType], build: Callable[[
 
 def base_model_path(profile: Profile | None = None) -> Path:
     """The folder of the pretrained base model and its tokenizer (built on first use)."""
-    from rlhf_mini import models, pretrain
-    from rlhf_mini.worlds import arithmetic, assistant, base, sentiment
-
     profile = profile or get_profile()
 
     def build(folder: Path) -> None:
@@ -95,22 +109,30 @@ def base_model_path(profile: Profile | None = None) -> Path:
                   [models, pretrain, base, assistant, arithmetic, sentiment], build)
 
 
-def tokenizer(profile: Profile | None = None) -> PreTrainedTokenizerFast:
+def load_tokenizer(profile: Profile | None = None) -> PreTrainedTokenizerFast:
     """The course tokenizer (byte-level BPE trained on the course corpus)."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(base_model_path(profile))
     tok.padding_side = "left"
     return tok
 
 
-def base_model(profile: Profile | None = None) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    """The base language model pretrained on the course corpus, and its tokenizer."""
-    from rlhf_mini.config import get_device
-    from rlhf_mini.models import load_pretrained
-
-    model, tok = load_pretrained(base_model_path(profile))
+def load_policy(folder: str | Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """A saved language model (policy) and its tokenizer, on the course device, in eval mode."""
+    model, tok = load_pretrained(folder)
     return model.to(get_device()).eval(), tok
+
+
+def load_scalar_model(folder: str | Path) -> tuple[ScalarHeadModel, PreTrainedTokenizerFast]:
+    """A saved reward model or verifier (``ScalarHeadModel``) and its tokenizer, on the course
+    device, in eval mode."""
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.padding_side = "left"
+    return ScalarHeadModel.from_pretrained(str(folder)).to(get_device()).eval(), tok
+
+
+def cached_base_model(profile: Profile | None = None) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+    """The base language model pretrained on the course corpus, and its tokenizer."""
+    return load_policy(base_model_path(profile))
 
 
 def base_model_metrics(profile: Profile | None = None) -> list[dict]:

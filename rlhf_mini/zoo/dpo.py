@@ -1,0 +1,88 @@
+"""The cached DPO policies: the SFT policy trained with DPO on labelled pairs of its own samples,
+for one round or several (iterative DPO)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rlhf_mini import batch, data, dpo, logprobs, losses, models, sampling, training
+from rlhf_mini.config import Profile, get_profile
+from rlhf_mini.dpo import DPOConfig, on_policy_pairs, train_dpo
+from rlhf_mini.models import reference_copy
+from rlhf_mini.utils import set_seed
+from rlhf_mini.worlds import get_world
+from rlhf_mini.zoo import cached, load_policy
+from rlhf_mini.zoo.sft import sft_policy, sft_policy_path
+
+
+def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompts: int,
+                        prefer: Callable[[str, str, str], bool] | None = None, *,
+                        start_from: str | Path | None = None, round_index: int = 1):
+    """The zoo's DPO recipe: ``on_policy_pairs`` of ``n_prompts`` train prompts, then ``train_dpo``.
+
+    Round 1 starts from the SFT policy. A later round (``round_index`` > 1, iterative or "online"
+    DPO) starts from the policy saved at ``start_from``, samples fresh pairs from *it* on fresh
+    prompts, and uses it as the reference. ``prefer`` labels the pairs (default: the gold reward).
+    Returns ``(DPOResult, tokenizer, pairs)``.
+    """
+    world = get_world(task)
+    set_seed(config.seed)
+    if start_from is None:
+        policy, tok = sft_policy(task, profile)
+    else:
+        policy, tok = load_policy(start_from)
+        policy.requires_grad_(True)
+    ref = reference_copy(policy)
+    offset = 10 * (round_index - 1)   # each round its own prompts and samples
+    prompts = world.prompts(n_prompts, seed=config.seed + 3 + offset, split="train")
+    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens,
+                            seed=config.seed + 5 + offset, prefer=prefer)
+    return train_dpo(config, policy, ref, tok, pairs, world), tok, pairs
+
+
+def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                    loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> Path:
+    """The folder of the cached DPO policy (built from the SFT policy on first use).
+
+    ``rounds`` > 1 is iterative DPO: round k starts from round k − 1's policy, which also serves as
+    its reference, and trains on fresh gold-labelled pairs of that policy's own samples.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    profile = profile or get_profile()
+    config = DPOConfig.from_profile(profile, beta=beta, loss_type=loss_type, seed=seed)
+    previous = dpo_policy_path(task, profile, beta, loss_type, rounds - 1, seed) if rounds > 1 else None
+    start = previous.name if previous is not None else sft_policy_path(task, profile).name
+    # ~1,600 prompts per round on the cpu profile; ties are dropped, ~90 % remain
+    n_prompts = int(profile.n_preference_pairs * 0.8)
+
+    def build(folder: Path) -> None:
+        result, tok, _ = train_on_policy_dpo(config, task, profile, n_prompts, start_from=previous,
+                                             round_index=rounds)
+        result.policy.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics))
+
+    key = {"task": task, "start": start, "round": rounds, "pairs": "on-policy, gold-labelled",
+           "n_prompts": n_prompts, "max_new_tokens": profile.max_new_tokens, **asdict(config)}
+    modules = [sys.modules[__name__], dpo, batch, data, logprobs, losses, models, sampling, training]
+    return cached(f"dpo-{task}-{profile.name}", key, modules, build)
+
+
+def dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+               loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0):
+    """The DPO policy for ``task`` and its tokenizer (cached): the SFT policy trained with DPO on
+    gold-labelled pairs of its own samples (``dpo.on_policy_pairs``), for ``rounds`` rounds. ``seed``
+    picks the prompts, the sampled pairs and the minibatch order."""
+    return load_policy(dpo_policy_path(task, profile, beta, loss_type, rounds, seed))
+
+
+def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+    """The per-step metrics of the cached DPO run (of its last round)."""
+    return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds, seed) / "metrics.json").read_text())
