@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# GPU check (about 8 minutes on one H100): the kernel benchmark, the kernel tests on the real GPU,
-# and training notebooks in the gpu profile. Runs from a plain checkout: the package is found
-# through PYTHONPATH, nothing is installed. Optional tools (jupyter, liger-kernel) are skipped with
-# a message when absent.
+# GPU check: proves the gpu profile on one GPU machine in one command. In order:
+#   1. the kernel benchmark (with the GPU to itself), against Liger-Kernel when it is installed;
+#   2. the kernel tests on the real GPU (in the background: they time nothing);
+#   3. the training chapters in course order (instruction tuning, reward models, PPO, DPO, and
+#      verifiable rewards when the course has that chapter), in the gpu profile, sharing one model
+#      cache so each chapter trains only its own stage, each under its own time limit.
+# It runs from a plain checkout: the package is found through PYTHONPATH, nothing is installed.
+# Chapters run through Jupyter (nbclient) when it is installed, else as plain Python
+# (`python -m rlhf_mini.nbtools run-plain`), which needs only the course's libraries.
 #
 #   bash benchmarks/gpu_check.sh [results-dir]       # default results-dir: gpu_results
-#   NOTEBOOKS="notebooks/05_instruction_tuning.ipynb notebooks/07_reward_models.ipynb" \
-#   BENCH_ARGS="--sweep" bash benchmarks/gpu_check.sh
+#   NOTEBOOKS="notebooks/05_instruction_tuning.ipynb" CHAPTER_SECONDS=400 BENCH_ARGS="--sweep" \
+#       bash benchmarks/gpu_check.sh
 #
-# The benchmark runs first with the GPU to itself. The kernel tests time nothing, so they run
-# beside the notebooks.
+# The summary at the end lists each chapter's wall-clock time and verdict.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 OUT_DIR="$(mkdir -p "${1:-gpu_results}" && cd "${1:-gpu_results}" && pwd)"
-NOTEBOOKS="${NOTEBOOKS-notebooks/05_instruction_tuning.ipynb}"  # set but empty: no notebook
+TRAINING_CHAPTERS="$(ls notebooks/05_*.ipynb notebooks/07_*.ipynb notebooks/09_*.ipynb \
+    notebooks/11_*.ipynb notebooks/*verifiable*.ipynb 2>/dev/null | sort -u | tr '\n' ' ')"
+NOTEBOOKS="${NOTEBOOKS-$TRAINING_CHAPTERS}"  # set but empty: no chapter
 BENCH_ARGS="${BENCH_ARGS:-}"
-NOTEBOOK_SECONDS="${NOTEBOOK_SECONDS:-360}"
+CHAPTER_SECONDS="${CHAPTER_SECONDS:-300}"
+# One cache for every chapter, so a chapter loads the stages the previous ones trained.
+export RLHF_MINI_CACHE="${RLHF_MINI_CACHE:-$OUT_DIR/cache}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # compiled kernels, not the CPU interpreter
 status=0
@@ -27,7 +35,9 @@ step() { echo; echo "=== $* ==="; }
 step "environment"
 "$PYTHON" - <<'PY'
 import torch
+import transformers
 print("torch", torch.__version__, "| cuda", torch.version.cuda, "| gpu available:", torch.cuda.is_available())
+print("transformers", transformers.__version__)
 if torch.cuda.is_available():
     print("device:", torch.cuda.get_device_name())
 try:
@@ -49,21 +59,34 @@ timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest tests/test_k
     --junitxml="$OUT_DIR/test_kernels.xml" > "$OUT_DIR/test_kernels.log" 2>&1 &
 tests_pid=$!
 
-step "3/3 notebooks in the gpu profile: $NOTEBOOKS"
+step "3/3 training chapters in the gpu profile, at most ${CHAPTER_SECONDS} s each: $NOTEBOOKS"
 if "$PYTHON" -c "import nbclient, nbformat, ipykernel" 2>/dev/null; then
-    for notebook in $NOTEBOOKS; do
-        echo "--- $notebook"
-        RLHF_MINI_PROFILE=gpu timeout "$NOTEBOOK_SECONDS" "$PYTHON" -m rlhf_mini.nbtools execute \
-            "$notebook" --out-dir "$OUT_DIR/notebooks" || { echo "notebook $notebook FAILED"; status=1; }
-    done
+    runner=(-m rlhf_mini.nbtools execute --out-dir "$OUT_DIR/notebooks")
 else
-    echo "SKIP: nbclient/ipykernel not importable here (install jupyter to run this step)"
+    echo "(no Jupyter here: each chapter runs as plain Python, python -m rlhf_mini.nbtools run-plain)"
+    runner=(-m rlhf_mini.nbtools run-plain --out-dir "$OUT_DIR/notebooks")
 fi
+summary=()
+for notebook in $NOTEBOOKS; do
+    echo "--- $notebook"
+    started=$SECONDS
+    RLHF_MINI_PROFILE=gpu timeout "$CHAPTER_SECONDS" "$PYTHON" "${runner[@]}" "$notebook"
+    code=$?
+    case $code in
+        0) verdict="ok" ;;
+        124) verdict="TIME LIMIT"; status=1 ;;
+        *) verdict="FAILED"; status=1 ;;
+    esac
+    summary+=("$(printf '%-45s %5d s  %s' "$(basename "$notebook")" $((SECONDS - started)) "$verdict")")
+done
 
 wait "$tests_pid" || { echo "kernel tests FAILED"; status=1; }
 echo "--- kernel tests"
 tail -n 15 "$OUT_DIR/test_kernels.log"
 
+echo
+echo "--- chapters (gpu profile)"
+printf '%s\n' "${summary[@]}" | tee "$OUT_DIR/chapters.txt"
 echo
 if [ "$status" -eq 0 ]; then echo "GPU CHECK: OK"; else echo "GPU CHECK: FAILED"; fi
 exit "$status"

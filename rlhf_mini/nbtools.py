@@ -3,13 +3,18 @@
     python -m rlhf_mini.nbtools strip notebooks/*.ipynb
     python -m rlhf_mini.nbtools check notebooks/*.ipynb
     python -m rlhf_mini.nbtools execute notebooks/05_instruction_tuning.ipynb --out-dir runs/
+    python -m rlhf_mini.nbtools run-plain notebooks/05_instruction_tuning.ipynb   # no Jupyter needed
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes", "-"}
@@ -82,14 +87,65 @@ def execute_notebook(path: Path, out_dir: Path, cell_timeout: int = 600) -> bool
     return True
 
 
+def run_plain(path: Path, out_dir: Path) -> bool:
+    """Run a notebook's code cells in order in this Python process, without Jupyter.
+
+    For a machine that has the course's libraries but no notebook stack (a bare GPU image, say).
+    Each cell runs in one shared namespace from the notebook's folder; a cell ending in an
+    expression prints its value, as in Jupyter; figures go to the non-interactive Agg backend.
+    Cell times and outputs go to stdout and to ``out_dir/<name>.log``. Returns True when no cell
+    raised; the first error stops the run, as in a test.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    log = (out_dir / path.name).with_suffix(".log").open("w", encoding="utf-8")
+    folder, here = path.resolve().parent, os.getcwd()
+    os.chdir(folder)
+    started = time.perf_counter()
+    try:
+        for index, cell in enumerate(cells):
+            tree = ast.parse("".join(cell["source"]))
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            cell_start = time.perf_counter()
+            try:
+                exec(compile(tree, f"{path.name}[{index}]", "exec"), namespace)
+                if last is not None:
+                    value = eval(compile(ast.Expression(last.value), f"{path.name}[{index}]", "eval"),
+                                 namespace)
+                    if value is not None:
+                        print(repr(value))
+            except Exception:
+                message = f"{path}: code cell {index} failed\n{traceback.format_exc()}"
+                print(message, file=sys.stderr)
+                log.write(message)
+                return False
+            line = f"{path.name}: code cell {index} ran in {time.perf_counter() - cell_start:.1f} s"
+            print(line, flush=True)
+            log.write(line + "\n")
+            log.flush()
+        line = f"{path}: every cell ran, {time.perf_counter() - started:.0f} s in all"
+        print(line)
+        log.write(line + "\n")
+        return True
+    finally:
+        os.chdir(here)
+        log.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf_mini.nbtools")
-    parser.add_argument("command", choices=["strip", "check", "execute"])
+    parser.add_argument("command", choices=["strip", "check", "execute", "run-plain"])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--out-dir", type=Path, default=Path("executed"),
                         help="execute: where the executed copies go")
     parser.add_argument("--cell-timeout", type=int, default=600, help="execute: seconds per cell")
     args = parser.parse_args(argv)
+    if args.command == "run-plain":
+        return 0 if all(run_plain(path, args.out_dir) for path in args.paths) else 1
     if args.command == "execute":
         results = [execute_notebook(path, args.out_dir, args.cell_timeout) for path in args.paths]
         return 0 if all(results) else 1

@@ -30,3 +30,21 @@ def test_execute_keeps_outputs_and_reports_the_failing_cell(tmp_path, capsys):
     assert cells[0].outputs[0]["text"] == "before\n"
     assert cells[1].outputs[0]["output_type"] == "error"
     assert cells[2].outputs == []
+
+
+def test_run_plain_runs_cells_in_order_without_jupyter(tmp_path, capsys):
+    good = write_notebook(tmp_path / "good.ipynb", "x = 6 * 7\nx", "from pathlib import Path\nprint(Path.cwd().name)")
+    bad = write_notebook(tmp_path / "bad.ipynb", "print('before')", "assert 1 + 1 == 3, 'wrong'",
+                         "print('never runs')")
+    out = tmp_path / "out"
+
+    assert main(["run-plain", str(good), "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "42\n" in printed  # a cell's last expression is shown, as in Jupyter
+    assert f"\n{tmp_path.name}\n" in printed  # runs in the notebook's folder
+    assert "code cell 1 ran" in (out / "good.log").read_text()
+
+    assert main(["run-plain", str(bad), "--out-dir", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "before" in captured.out and "never runs" not in captured.out
+    assert "code cell 1 failed" in captured.err and "wrong" in captured.err
