@@ -30,7 +30,7 @@ Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLH
   rescaling is folded into the value head so that initial values are on the new scale.
 * A response that hits ``max_new_tokens`` without EOS has ``missing_eos_penalty`` subtracted
   from its score. The RM reads its score at the EOS that closes a response and was never trained
-  on a cut-off answer, so ``reward.score_texts`` scores the cut-off text with an EOS appended
+  on a cut-off answer, so ``scoring.score_texts`` scores the cut-off text with an EOS appended
   (what it would be worth had it ended there) and the penalty is the price of not ending.
 * Dropout is switched off in the policy and value model (``models.disable_dropout``): the old
   log-probs are taken in eval mode and the new ones in train mode, and ρ must be 1 at θ_old.
