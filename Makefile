@@ -12,7 +12,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 600
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test unit notebooks slides lint bench gpu-check clean-cache
+.PHONY: lab test unit notebooks slides lint bench gpu-check test-oldest clean-cache
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(VENV)) || python3 -m venv $(VENV)
@@ -35,6 +35,25 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+
+# The unit tests at the lowest library versions pyproject.toml allows (constraints-oldest.txt), in
+# a separate venv, so the declared ranges stay true. The CLI, JupyterLab and slide tests exercise
+# the notebook tools, not these libraries, and are left to `make unit`.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.installed
+
+$(OLDEST_STAMP): pyproject.toml constraints-oldest.txt Makefile
+	@test -x $(OLDEST_VENV)/bin/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(OLDEST_VENV)) || python3 -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install -q $(TORCH_INSTALL)
+	$(OLDEST_VENV)/bin/python -m pip install -q -c constraints-oldest.txt -e ".[dev]"
+	@touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -c "import transformers, tokenizers, datasets, torch; \
+		print('oldest:', *(f'{m.__name__} {m.__version__}' for m in (torch, transformers, tokenizers, datasets)))"
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests \
+		--ignore=tests/test_cli.py --ignore=tests/test_lab.py --ignore=tests/test_slides.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlhf_mini tests benchmarks notebooks

@@ -9,7 +9,10 @@ Variants (per-token log p(target) for hidden [N, D] and an LM head [V, D], then 
     chunked  rlhf_mini.kernels reference: row chunks under activation checkpointing
     fused    rlhf_mini.kernels default: fused Triton forward, "fused_dz" backward (GPU only)
     fused/*  with --sweep: the default with one tile setting changed (see SWEEP)
-    fused_triton  the all-Triton kernels, backward included: never more than a tile of logits
+    teaching the all-Triton kernels, backward included, that chapter 15 reads: never more than a
+             tile of logits, but not a contender for speed (on an H200 1.5-4.8x slower than naive:
+             Triton's in-kernel matmuls run below cuBLAS, and its two gradient kernels each
+             recompute the logits); measured so the cost of that simplicity stays visible
     liger    Liger-Kernel's fused linear cross-entropy with reduction="none" (if installed)
 
 Peak memory is the extra memory above the inputs during one forward + backward: on GPU from
@@ -80,7 +83,7 @@ def variants(device: str, sweep: bool = False) -> tuple[dict, list[str]]:
 
         all_triton = TileConfig(backward="triton")
         fns["fused"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton")
-        fns["fused_triton"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton",
+        fns["teaching"] = lambda h, w, t: linear_logprobs(h, w, t, backend="triton",
                                                             tiles=all_triton)
         for label, changes in (SWEEP.items() if sweep else ()):
             fns[f"fused/{label}"] = (lambda tiles: lambda h, w, t: linear_logprobs(
@@ -230,7 +233,7 @@ def main() -> None:
     parser.add_argument("--v", type=int, default=50257, help="vocabulary size")
     parser.add_argument("--d", type=int, default=768, help="hidden size")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help="default: bf16 GPU, fp32 CPU")
-    parser.add_argument("--variants", nargs="+", help="subset of naive chunked fused fused_triton "
+    parser.add_argument("--variants", nargs="+", help="subset of naive chunked fused teaching "
                         "liger (and fused/<name> with --sweep)")
     parser.add_argument("--warmup", type=int, help="untimed runs after the first (default: GPU 3, CPU 0)")
     parser.add_argument("--repeats", type=int, help="timed runs (default: GPU 10, CPU 3)")

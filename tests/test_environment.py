@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.version import Version
 
 import rlhf_mini
 
@@ -81,3 +82,19 @@ def test_package_import_is_light_and_names_its_submodules():
     assert set(rlhf_mini.SUBMODULES) <= set(dir(rlhf_mini))
     with pytest.raises(AttributeError, match="no attribute 'lossses'"):
         rlhf_mini.lossses  # noqa: B018
+
+
+def test_oldest_pins_are_the_declared_lower_bounds():
+    """`make test-oldest` must test the versions pyproject.toml promises to support, no newer."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lower = {}
+    for spec in project["dependencies"]:
+        name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", spec).groups()
+        lower[name.lower()] = floor
+    pins = [line.split("==") for line in (ROOT / "constraints-oldest.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert {name for name, _ in pins} == {"transformers", "tokenizers", "datasets"}
+    for name, version in pins:
+        assert Version(version) == Version(lower[name]), (
+            f"constraints-oldest.txt pins {name}=={version}, but pyproject.toml's lower bound is "
+            f">={lower[name]}: make the two agree")
