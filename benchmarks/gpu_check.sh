@@ -48,6 +48,20 @@ except ImportError:
 PY
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv 2>/dev/null || true
 
+# The chapters need the course's libraries; GPU images often lack some (datasets, say). Say which,
+# up front, instead of failing each chapter at its first import.
+missing="$("$PYTHON" - <<'PY'
+import importlib.util
+needed = ["torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "matplotlib", "tqdm"]
+print(" ".join(name for name in needed if importlib.util.find_spec(name) is None))
+PY
+)"
+if [ -n "$missing" ]; then
+    echo "MISSING for the chapters: $missing (pip install them, or carry their wheels); chapters skipped"
+    NOTEBOOKS=""
+    status=1
+fi
+
 step "1/3 benchmark"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
 timeout 240 "$PYTHON" benchmarks/kernels.py --n 1024 4096 8192 16384 $BENCH_ARGS \
