@@ -24,7 +24,15 @@ import json
 import sys
 from pathlib import Path
 
+from rlhf_mini import cli_stages
 from rlhf_mini.cli_stages import copy_artifact
+from rlhf_mini.config import get_profile
+from rlhf_mini.worlds import WORLDS
+from rlhf_mini.zoo.dpo import dpo_policy_path
+from rlhf_mini.zoo.ppo import CHAPTER_RECIPE, ppo_policy_path
+from rlhf_mini.zoo.prm import verifier_path
+from rlhf_mini.zoo.reward import reward_model_path
+from rlhf_mini.zoo.sft import sft_policy_path
 
 STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "eval")
 
@@ -37,37 +45,23 @@ def _write_metrics(out: Path, metrics: object) -> Path:
 
 
 def run_stage(stage: str, task: str, profile_name: str | None, out: Path, args: argparse.Namespace) -> dict:
-    from rlhf_mini.config import get_profile
-
     profile = get_profile(profile_name)
     if stage == "sft":
-        from rlhf_mini.zoo.sft import sft_policy_path
-
         return copy_artifact(sft_policy_path(task, profile), out)
     if stage == "reward":
-        from rlhf_mini.zoo.reward import reward_model_path
-
         return copy_artifact(reward_model_path(task, profile), out)
     if stage == "ppo":
-        from rlhf_mini.zoo.ppo import CHAPTER_RECIPE, ppo_policy_path
-
         overrides = {} if args.kl_coef is None else {"beta": args.kl_coef}
         return copy_artifact(ppo_policy_path(task, profile, **{**CHAPTER_RECIPE, **overrides}), out)
     if stage == "dpo":
-        from rlhf_mini.zoo.dpo import dpo_policy_path
-
         return copy_artifact(dpo_policy_path(task, profile, beta=args.beta, loss_type=args.loss_type), out)
     if stage == "prm":
-        from rlhf_mini.zoo.prm import verifier_path
-
         info = copy_artifact(verifier_path("prm", profile, mistakes=args.mistakes), out / "prm")
         copy_artifact(verifier_path("orm", profile, mistakes=args.mistakes), out / "orm")
         metrics = {kind: json.loads((out / kind / "metrics.json").read_text())
                    for kind in ("prm", "orm") if (out / kind / "metrics.json").exists()}
         _write_metrics(out, metrics)
         return info
-    from rlhf_mini import cli_stages
-
     return cli_stages.run(stage, task, profile, out, args)
 
 
@@ -90,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="prm: the slips of the solutions the verifiers train on (chapter 12)")
     args = parser.parse_args(argv)
     task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
-    from rlhf_mini.worlds import WORLDS
-
     if task not in WORLDS:
         parser.error(f"--task must be one of {sorted(WORLDS)}, got {task!r}")
     only = {"prm": "arithmetic", "rlaif": "assistant"}  # the verifiers' world; the constitution's world

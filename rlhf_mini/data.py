@@ -164,7 +164,7 @@ def load_preferences(path: str | Path):
     A hub data set works the same way for users with network access:
     ``datasets.load_dataset("Anthropic/hh-rlhf")`` gives ``chosen``/``rejected`` columns too.
     """
-    import datasets
+    import datasets  # lazy: heavy (pyarrow, pandas), and only loading a file needs it
 
     n = validate_preference_file(path)
     dataset = datasets.load_dataset("json", data_files=str(path), split="train")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
+from IPython.display import display
 
 from rlhf_mini.labelstore import FLAGS, PROMPT_QUALITY, LabelError, LabelStore
 
@@ -124,6 +125,4 @@ class LabelingWidget:
         self._show()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
         display(self.ui)
