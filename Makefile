@@ -49,6 +49,8 @@ $(OLDEST_STAMP): pyproject.toml constraints-oldest.txt Makefile
 	$(OLDEST_VENV)/bin/python -m pip install -q -c constraints-oldest.txt -e ".[dev]"
 	@touch $(OLDEST_STAMP)
 
+# Its own model cache: artifacts trained under other library versions are other artifacts.
+test-oldest: export RLHF_MINI_CACHE = $(abspath $(OLDEST_VENV))/cache
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -c "import transformers, tokenizers, datasets, torch; \
 		print('oldest:', *(f'{m.__name__} {m.__version__}' for m in (torch, transformers, tokenizers, datasets)))"

@@ -1,5 +1,7 @@
 import json
 
+import transformers
+
 from rlhf_mini import zoo
 from rlhf_mini.worlds import base as world_base
 
@@ -55,3 +57,10 @@ def test_base_model_is_built_then_reused(isolated_cache, monkeypatch, tiny_profi
     assert len(calls) == 1
     assert model.config.n_layer == 1 and len(tok) == model.config.vocab_size
     assert len(zoo.base_model_metrics(small)) == 3
+
+
+def test_artifact_key_follows_the_library_versions(monkeypatch):
+    """A model trained under another transformers (make test-oldest, a GPU image) is another artifact."""
+    key = zoo.artifact_key({"steps": 1}, [world_base])
+    monkeypatch.setattr(transformers, "__version__", "5.0.0.test")
+    assert zoo.artifact_key({"steps": 1}, [world_base]) != key

@@ -27,6 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import tokenizers
+import torch
+import transformers
 from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
@@ -55,8 +58,12 @@ def cache_dir() -> Path:
 
 
 def artifact_key(config: dict, modules: list[ModuleType]) -> str:
-    """A short hash of the config and of the source code that builds the artifact."""
-    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    """A short hash of the config, of the source code that builds the artifact, and of the versions
+    of the libraries whose floating-point details shape it (two environments sharing one cache,
+    say the newest and the oldest supported transformers, each train their own)."""
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                "tokenizers": tokenizers.__version__}
+    h = hashlib.sha256(json.dumps([config, versions], sort_keys=True, default=str).encode())
     for module in modules:
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()[:16]
