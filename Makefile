@@ -37,8 +37,8 @@ notebooks: $(STAMP)
 		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
 
 # The unit tests at the lowest library versions pyproject.toml allows (constraints-oldest.txt), in
-# a separate venv, so the declared ranges stay true. The CLI, JupyterLab and slide tests exercise
-# the notebook tools, not these libraries, and are left to `make unit`.
+# a separate venv, so the declared ranges stay true. The CLI, JupyterLab, slide and browser tests
+# exercise the notebook tools, not these libraries, and are left to `make unit`.
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 
@@ -55,7 +55,8 @@ test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -c "import transformers, tokenizers, datasets, torch; \
 		print('oldest:', *(f'{m.__name__} {m.__version__}' for m in (torch, transformers, tokenizers, datasets)))"
 	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests \
-		--ignore=tests/test_cli.py --ignore=tests/test_lab.py --ignore=tests/test_slides.py
+		--ignore=tests/test_cli.py --ignore=tests/test_lab.py --ignore=tests/test_slides.py \
+		--ignore=tests/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlhf_mini tests benchmarks notebooks

@@ -5,8 +5,10 @@
 
 reveal.js, require.js, jQuery and MathJax come from the npm registry once, into
 ``<out>/vendor`` (reveal.js is pinned below 6: 6.x renders a blank page with nbconvert's
-template). The decks point at those local copies with relative paths, and a template drops the
-one remaining CDN request (mermaid), so ``slides/NN_name.slides.html`` opens from ``file://``.
+template). The decks point at those local copies with relative paths, a template drops the CDN
+request for mermaid, and the vendored reveal.js themes lose their ``@import`` of Google Fonts (the
+headings and text fall back to local fonts), so ``slides/NN_name.slides.html`` opens from
+``file://`` and asks nothing of the network.
 Slide breaks come from each cell's ``slideshow.slide_type`` metadata.
 """
 
@@ -23,6 +25,20 @@ VENDOR_PACKAGES = ["reveal.js@4.6.1", "requirejs@2.3.8", "jquery@3.7.1", "mathja
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 ROOT = Path(__file__).resolve().parent.parent
 REMOTE_ASSET = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+REMOTE_IMPORT = re.compile(r"""@import\s+url\(\s*["']?(?:https?:)?//[^)]*\)\s*;?[ \t]*\n?""", re.I)
+
+
+def strip_remote_imports(modules: Path) -> list[Path]:
+    """Drop ``@import url(https://…)`` (web fonts) from the vendored reveal.js themes; return the
+    files changed. Offline, such an import is a failed request and the fallback font is used anyway."""
+    changed = []
+    for css in sorted((modules / "reveal.js" / "dist" / "theme").glob("*.css")):
+        text = css.read_text(encoding="utf-8")
+        stripped = REMOTE_IMPORT.sub("", text)
+        if stripped != text:
+            css.write_text(stripped, encoding="utf-8")
+            changed.append(css)
+    return changed
 
 
 def ensure_vendor(out: Path) -> Path:
@@ -41,7 +57,7 @@ def ensure_vendor(out: Path) -> Path:
 
 def convert(notebook: Path, out: Path, execute: bool, timeout: int = 900) -> Path:
     """Write ``out/<name>.slides.html`` for one notebook, pointing at ``out/vendor``."""
-    ensure_vendor(out)
+    strip_remote_imports(ensure_vendor(out))
     prefix = "vendor/node_modules"
     cmd = [
         sys.executable, "-m", "jupyter", "nbconvert", "--to", "slides", str(notebook),
