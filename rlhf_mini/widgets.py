@@ -34,7 +34,8 @@ class LabelingWidget:
     """Label ``items`` (dicts with ``prompt``, ``response_a``, ``response_b``) into ``store``.
 
     ``display(widget)`` or ``widget.ui`` shows it. The Likert selector starts empty: Submit with no
-    rating shows an error and stores nothing.
+    rating shows an error and stores nothing. Items this labeler already has in the store are
+    skipped, so a widget made again after a restart resumes at the first pair not yet labelled.
     """
 
     def __init__(self, store: LabelStore, items: Sequence[dict[str, Any]], labeler: str = "anonymous") -> None:
@@ -54,8 +55,11 @@ class LabelingWidget:
         self.store = store
         self.items = list(items)
         self.labeler = labeler
-        self.index = 0
         self.saved_ids: list[int] = []
+        # what this labeler has already stored, so that a widget made again after a restart resumes
+        self._labelled = {(lab.prompt, lab.response_a, lab.response_b)
+                          for lab in store.labels() if lab.labeler == labeler}
+        self.index = self._next_unlabelled(0)
 
         self.progress = W.HTML()
         self.prompt = W.HTML()
@@ -77,10 +81,20 @@ class LabelingWidget:
             self.notes, self.submit, self.message,
         ])
         self._show()
+        resumed = sum(_key(item) in self._labelled for item in self.items)
+        if resumed:
+            self.message.value = (f"Resuming: {resumed} of {len(self.items)} items are already in the store "
+                                  f"from <code>{html.escape(labeler)}</code>.")
 
     @property
     def done(self) -> bool:
         return self.index >= len(self.items)
+
+    def _next_unlabelled(self, start: int) -> int:
+        index = start
+        while index < len(self.items) and _key(self.items[index]) in self._labelled:
+            index += 1
+        return index
 
     def _show(self) -> None:
         n = len(self.items)
@@ -120,9 +134,14 @@ class LabelingWidget:
                                   f"{html.escape(str(error))}</span>")
             return
         self.saved_ids.append(label_id)
+        self._labelled.add(_key(item))
         self.message.value = f"Saved label #{label_id}."
-        self.index += 1
+        self.index = self._next_unlabelled(self.index + 1)
         self._show()
 
     def _ipython_display_(self) -> None:
         display(self.ui)
+
+
+def _key(item: dict[str, Any]) -> tuple[str, str, str]:
+    return item["prompt"], item["response_a"], item["response_b"]

@@ -1,0 +1,61 @@
+"""The labeling widget made again on a store that already holds labels (a restarted kernel) resumes
+at the first pair this labeler has not labelled, and never offers a stored pair twice."""
+
+from __future__ import annotations
+
+from rlhf_mini.labelstore import LabelStore
+from rlhf_mini.widgets import LabelingWidget
+
+ITEMS = [
+    {"prompt": f"Question {i}?", "response_a": f"Answer {i}, short.", "response_b": f"Answer {i}, long and padded."}
+    for i in range(5)
+]
+
+
+def label(widget: LabelingWidget, likert: int) -> None:
+    widget.likert.value = likert
+    widget.submit.click()
+
+
+def test_a_new_widget_resumes_at_the_first_unlabelled_item(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    first = LabelingWidget(LabelStore(path), ITEMS, labeler="ann")
+    assert first.index == 0 and first.message.value == ""
+    label(first, 2)
+    label(first, 7)
+    first.likert.value = 3  # picked but never submitted: allowed to be lost
+    del first  # the kernel dies
+
+    store = LabelStore(path)
+    again = LabelingWidget(store, ITEMS, labeler="ann")
+    assert again.index == 2 and "Question 2?" in again.prompt.value
+    assert again.likert.value is None
+    assert "Resuming: 2 of 5" in again.message.value and "Item 3 of 5" in again.progress.value
+    label(again, 1)
+    assert [lab.likert for lab in store.labels()] == [2, 7, 1]
+
+
+def test_resume_skips_every_stored_pair_and_counts_only_this_labeler(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    for i in (0, 2):
+        store.add_label(**ITEMS[i], likert=4, labeler="ann")
+    store.add_label(**ITEMS[1], likert=5, labeler="bob")  # another labeler's judgement of item 1
+    widget = LabelingWidget(store, ITEMS, labeler="ann")
+    assert widget.index == 1  # bob's label does not count as ann's
+    label(widget, 6)
+    assert widget.index == 3  # item 2 is already stored: skipped
+    label(widget, 8)
+    label(widget, 8)
+    assert widget.done and widget.submit.disabled
+    assert sorted((lab.labeler, lab.prompt) for lab in store.labels()) == sorted(
+        [("ann", f"Question {i}?") for i in range(5)] + [("bob", "Question 1?")])
+
+
+def test_a_store_holding_every_item_shows_the_widget_finished(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    for item in ITEMS:
+        store.add_label(**item, likert=1, labeler="ann")
+    widget = LabelingWidget(store, ITEMS, labeler="ann")
+    assert widget.done and widget.submit.disabled and "All 5 items labelled" in widget.progress.value
+    widget.submit.click()
+    assert len(store) == 5
