@@ -12,7 +12,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 600
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test unit notebooks slides lint bench gpu-check test-oldest clean-cache
+.PHONY: lab test unit notebooks slides lint bench gpu-check test-oldest exercises check-exercises clean-cache
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(VENV)) || python3 -m venv $(VENV)
@@ -57,6 +57,13 @@ test-oldest: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests \
 		--ignore=tests/test_cli.py --ignore=tests/test_lab.py --ignore=tests/test_slides.py \
 		--ignore=tests/browser
+
+# Student copies of the chapters in exercises/ (solutions removed), and their grading.
+exercises: $(STAMP)
+	$(BIN)/python -m rlhf_mini.exercises make notebooks exercises
+
+check-exercises: $(STAMP)
+	$(BIN)/python -m rlhf_mini.exercises check exercises/*.ipynb
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlhf_mini tests benchmarks notebooks
