@@ -88,7 +88,8 @@ PROFILES: dict[str, Profile] = {
         n_layer=12,
         n_embd=768,
         n_head=12,
-        vocab_size=4096,
+        vocab_size=4096,  # an upper bound: the course corpus yields about 2.1k BPE entries
+        # (its templated worlds run out of merges there), so the gpu models' vocabulary is that
         n_ctx=256,
         corpus_docs=60_000,
         pretrain_steps=3_000,
