@@ -11,6 +11,12 @@
     python -m rlhf_mini rlaif  --out runs/rlaif
     python -m rlhf_mini eval   --task assistant --out runs/eval   (the policies of all the stages, judged)
 
+On your own preference pairs (any format ``data.load_preferences`` reads), one process or many:
+
+    python -m rlhf_mini reward --data pairs.jsonl.gz --out runs/my-rm --max-steps 40
+    python -m rlhf_mini dpo    --data pairs.jsonl.gz --model runs/my-sft --out runs/my-dpo
+    torchrun --nproc_per_node=2 -m rlhf_mini reward --data pairs.jsonl.gz --out runs/my-rm
+
 Each writes ``metrics.json`` into ``--out``; training stages also write their checkpoint there
 (``save_pretrained``: load it with ``rlhf_mini.models.load_pretrained(out)``, or
 ``ScalarHeadModel.from_pretrained(out)`` for reward models and verifiers). A stage trains through
@@ -24,9 +30,10 @@ import json
 import sys
 from pathlib import Path
 
-from rlhf_mini import cli_stages
+from rlhf_mini import cli_stages, distributed
 from rlhf_mini.cli_stages import copy_artifact
 from rlhf_mini.config import get_profile
+from rlhf_mini.data import PreferenceDataError
 from rlhf_mini.worlds import WORLDS
 from rlhf_mini.zoo.dpo import dpo_policy_path
 from rlhf_mini.zoo.ppo import CHAPTER_RECIPE, ppo_policy_path
@@ -35,6 +42,9 @@ from rlhf_mini.zoo.reward import reward_model_path
 from rlhf_mini.zoo.sft import sft_policy_path
 
 STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "eval")
+# PPO, best-of-N, rejection sampling and RLAIF sample from the policy inside their loops; they stay
+# on the course's worlds and one process
+OWN_DATA_STAGES = ("reward", "sft", "dpo")
 
 
 def _write_metrics(out: Path, metrics: object) -> Path:
@@ -80,9 +90,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="ppo and eval: initial KL coefficient β of chapter 9's adaptive recipe")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="bon: values of N; eval: the largest is its best-of-N contestant")
+    own = parser.add_argument_group("your own data (reward, sft, dpo)")
+    own.add_argument("--data", default=None, help="a preference file, save_to_disk folder or hub name "
+                     "(see rlhf_mini.data.load_preferences); trains on it instead of a course world")
+    own.add_argument("--model", default=None, help="with --data: a GPT-2 to start from (a local folder or a hub "
+                     "name, through from_pretrained); default: a tiny GPT-2 pretrained on the data's text")
+    own.add_argument("--max-steps", type=int, default=100, help="with --data: optimizer steps")
+    own.add_argument("--batch-size", type=int, default=16, help="with --data: pairs per step, over all processes")
+    own.add_argument("--learning-rate", type=float, default=None,
+                     help="with --data: peak rate (default 1e-3 for reward and sft, 1e-4 for dpo)")
+    own.add_argument("--max-length", type=int, default=None,
+                     help="with --data: tokens per prompt + reply (default: the model's context, at most 512)")
+    own.add_argument("--eval-fraction", type=float, default=0.1, help="with --data: pairs held out for metrics")
+    own.add_argument("--pretrain-steps", type=int, default=300,
+                     help="with --data and no --model: pretraining steps of the tiny GPT-2")
+    own.add_argument("--seed", type=int, default=0, help="with --data: seeds the split, the model and the order")
     parser.add_argument("--mistakes", choices=["miscalculation", "miscopy"], default="miscalculation",
                         help="prm: the slips of the solutions the verifiers train on (chapter 12)")
     args = parser.parse_args(argv)
+    if args.data is not None:
+        if args.stage not in OWN_DATA_STAGES:
+            parser.error(f"--data works with the {', '.join(OWN_DATA_STAGES)} stages, not {args.stage!r}")
+        if args.max_steps < 1 or args.batch_size < 1:
+            parser.error(f"--max-steps and --batch-size must be >= 1, got {args.max_steps} and {args.batch_size}")
+        try:
+            info = cli_stages.own_data_stage(args.stage, args.out, args)
+        except PreferenceDataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if distributed.is_main():
+            print(json.dumps({"stage": args.stage, "data": args.data, "out": str(args.out), **info}, indent=1))
+        return 0
+    if args.model is not None:
+        parser.error("--model goes with --data (the course's worlds train their own models)")
     task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
     if task not in WORLDS:
         parser.error(f"--task must be one of {sorted(WORLDS)}, got {task!r}")

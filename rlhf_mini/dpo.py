@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_mini import distributed
 from rlhf_mini.batch import TokenBatch, check_tokenizer, encode_pairs
 from rlhf_mini.config import Profile
 from rlhf_mini.data import check_pairs
@@ -171,13 +172,16 @@ def precompute_ref_logps(ref_policy, tokenizer, world, pairs: list[dict[str, str
 # --------------------------------------------------------------------------------------------
 
 
-def dpo_batch_loss(config: DPOConfig, policy, batch: TokenBatch, ref: dict[str, torch.Tensor]
+def dpo_batch_loss(config: DPOConfig, policy, batch: TokenBatch, ref: dict[str, torch.Tensor],
+                   logps: Callable[[TokenBatch], tuple[torch.Tensor, torch.Tensor]] | None = None,
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """The mean DPO loss of one batch and its TRL-named statistics.
 
     ``ref`` holds this batch's precomputed ``chosen``, ``rejected`` (and token counts), ``[B]`` each.
+    ``logps``, when given, computes the policy's summed log-probs and token counts of the batch in
+    place of ``policy`` (under torchrun, the DistributedDataParallel wrapper of the same function).
     """
-    summed, tokens = _logps(policy, batch)
+    summed, tokens = logps(batch) if logps is not None else _logps(policy, batch)
     b = summed.shape[0] // 2
     device = summed.device
     policy_c, policy_r = summed[:b], summed[b:]
@@ -240,23 +244,26 @@ def train_dpo(config: DPOConfig, policy, ref_policy, tokenizer: PreTrainedTokeni
         ref_logps = precompute_ref_logps(ref_policy, tokenizer, world, pairs, config.max_length,
                                          config.ref_batch_size, progress)
     policy.train()
+    logps = distributed.wrap(policy, _logps)  # DDP under torchrun: each rank its shard, gradients averaged
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.max_steps), desc=f"DPO ({config.loss_type}, β={config.beta})",
-               disable=not progress, leave=False)
+               disable=not progress or not distributed.is_main(), leave=False)
     for step in bar:
-        idx = batch_indices(step, len(pairs), config.batch_size, config.seed)
+        idx = distributed.shard(batch_indices(step, len(pairs), config.batch_size, config.seed))
         batch = encode_preference_batch(tokenizer, world, [pairs[i] for i in idx], config.max_length).to(device)
         ref = {k: v[torch.as_tensor(idx)] for k, v in ref_logps.items()}
         # linear warm-up, then constant (as in the DPO paper)
         lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
                    max_steps=config.max_steps, schedule="constant")
-        loss, stats = dpo_batch_loss(config, policy, batch, ref)
+        loss, stats = dpo_batch_loss(config, policy, batch, ref, logps)
+        stats = {k: distributed.mean(v) for k, v in stats.items()}  # over the ranks' shards
         grad_norm = optimizer_step(optimizer, loss, policy.parameters(), config.max_grad_norm, lr)
         metrics.append({"step": step + 1, **stats, "lr": lr, "grad_norm": float(grad_norm),
                         "epoch": (step + 1) * config.batch_size / len(pairs),
                         "elapsed": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['rewards/accuracies']:.2f}")
-        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+        if (checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
+                and distributed.is_main()):
             save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", {"": policy},
                             {"step": step + 1, "metrics": metrics, "config": asdict(config), "ref_logps": ref_logps},
                             optimizer=optimizer, tokenizer=tokenizer)

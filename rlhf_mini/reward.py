@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_mini import distributed
 from rlhf_mini.batch import check_tokenizer, encode_pairs
 from rlhf_mini.config import Profile
 from rlhf_mini.losses import bradley_terry_loss
@@ -179,6 +180,9 @@ def train_reward_model(config: RewardConfig, model: ScalarHeadModel, tokenizer: 
     ``rewards/margins``, ``rewards/accuracies`` (on the minibatch), ``lr``, ``grad_norm``; every
     ``eval_every`` steps and at the end, ``eval/accuracy``, ``eval/gold_accuracy`` and ``eval/loss``
     on ``eval_pairs``.
+
+    Under ``torchrun`` each rank scores its shard of every minibatch and DistributedDataParallel
+    averages the gradients (``distributed``); rank 0 shows the bar and writes checkpoints.
     """
     records = preference_records(pairs)
     eval_records = preference_records(eval_pairs) if eval_pairs is not None else None
@@ -196,24 +200,28 @@ def train_reward_model(config: RewardConfig, model: ScalarHeadModel, tokenizer: 
         state = load_checkpoint(resume_from, {"": model}, optimizer)
         start, metrics = state["step"], list(state["metrics"])
     model.train()
+    score = distributed.wrap(model, ScalarHeadModel.score)  # DDP under torchrun, model.score otherwise
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.max_steps), desc="reward model", disable=not progress, leave=False)
+    bar = tqdm(range(start, config.max_steps), desc="reward model", disable=not progress or not distributed.is_main(),
+               leave=False)
     for step in bar:
-        chunk = [records[i] for i in batch_indices(step, len(records), config.batch_size, config.seed)]
+        idx = distributed.shard(batch_indices(step, len(records), config.batch_size, config.seed))
+        chunk = [records[i] for i in idx]
         prompts = [world.format_prompt(r["prompt"]) for r in chunk]
         # chosen rows first, then rejected rows, in one forward pass
         batch = encode_pairs(tokenizer, prompts + prompts, [r["chosen"] for r in chunk] +
                              [r["rejected"] for r in chunk], config.max_length).to(device)
         lr = _lr(step, config)
-        scores = model.score(batch.input_ids, batch.attention_mask)
+        scores = score(batch.input_ids, batch.attention_mask)
         chosen, rejected = scores[:len(chunk)], scores[len(chunk):]
         margin = likert_margins(chunk, config.margin).to(device) if config.margin else None
         loss = bradley_terry_loss(chosen, rejected, margin)
         grad_norm = optimizer_step(optimizer, loss, model.parameters(), config.max_grad_norm, lr)
         c, r = chosen.detach(), rejected.detach()
-        row = {"step": step + 1, "loss": float(loss.detach()), "rewards/chosen": float(c.mean()),
-               "rewards/rejected": float(r.mean()), "rewards/margins": float((c - r).mean()),
-               "rewards/accuracies": float((c > r).float().mean()), "lr": lr,
+        mean = distributed.mean  # over the ranks' shards (the identity with one process)
+        row = {"step": step + 1, "loss": mean(float(loss.detach())), "rewards/chosen": mean(float(c.mean())),
+               "rewards/rejected": mean(float(r.mean())), "rewards/margins": mean(float((c - r).mean())),
+               "rewards/accuracies": mean(float((c > r).float().mean())), "lr": lr,
                "grad_norm": float(grad_norm), "elapsed": time.perf_counter() - t0}
         last = step + 1 == config.max_steps
         if eval_records and (last or (config.eval_every and (step + 1) % config.eval_every == 0)):
@@ -222,7 +230,8 @@ def train_reward_model(config: RewardConfig, model: ScalarHeadModel, tokenizer: 
             model.train()
         metrics.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['rewards/accuracies']:.2f}")
-        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+        if (checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
+                and distributed.is_main()):
             save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", {"": model},
                             {"step": step + 1, "metrics": metrics, "config": asdict(config)},
                             optimizer=optimizer, tokenizer=tokenizer)

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_mini import distributed
 from rlhf_mini.batch import TokenBatch, check_tokenizer, encode_pairs
 from rlhf_mini.config import Profile
 from rlhf_mini.losses import response_nll
@@ -160,20 +161,26 @@ def train_sft(config: SFTConfig, model, tokenizer: PreTrainedTokenizerBase, exam
         state = load_checkpoint(resume_from, {"": model}, optimizer)
         start, metrics = state["step"], list(state["metrics"])
     model.train()
+    # under torchrun, DDP: each rank its shard of the minibatch, and the gradients of the ranks'
+    # token-mean losses averaged (as transformers' Trainer does); one process: sft_loss itself
+    loss_fn = distributed.wrap(model, sft_loss)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.max_steps), desc="SFT", disable=not progress, leave=False)
+    bar = tqdm(range(start, config.max_steps), desc="SFT", disable=not progress or not distributed.is_main(),
+               leave=False)
     for step in bar:
-        idx = batch_indices(step, len(examples), config.batch_size, config.seed)
+        idx = distributed.shard(batch_indices(step, len(examples), config.batch_size, config.seed))
         batch = encode_examples(tokenizer, [examples[i] for i in idx], config.task, config.max_length).to(device)
         lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
                    max_steps=config.max_steps, min_lr_ratio=config.min_lr_ratio)
-        loss = sft_loss(model, batch)
+        loss = loss_fn(batch)
         grad_norm = optimizer_step(optimizer, loss, model.parameters(), config.max_grad_norm, lr)
-        metrics.append({"step": step + 1, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm),
+        metrics.append({"step": step + 1, "loss": distributed.mean(float(loss.detach())), "lr": lr,
+                        "grad_norm": float(grad_norm),
                         "tokens": int(batch.response_mask[:, 1:].sum()),
                         "elapsed": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+        if (checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0
+                and distributed.is_main()):
             save_checkpoint(Path(checkpoint_dir) / f"step-{step + 1}", {"": model},
                             {"step": step + 1, "metrics": metrics, "config": asdict(config)},
                             optimizer=optimizer, tokenizer=tokenizer)

@@ -23,12 +23,26 @@ WORLDS: dict[str, type[World]] = {
 }
 
 
-def get_world(name: str) -> World:
-    """The world called ``name`` (``assistant``, ``arithmetic`` or ``sentiment``)."""
+class PlainText:
+    """Not a world: text that is already model-ready (a user's own data, rendered by
+    ``data.load_preferences``). Trainers format prompts through it unchanged; it has no gold reward."""
+
+    name = "text"
+
+    def format_prompt(self, prompt: str) -> str:
+        """The prompt as it is."""
+        return prompt
+
+
+def get_world(name: str) -> World | PlainText:
+    """The world called ``name`` (``assistant``, ``arithmetic`` or ``sentiment``), or ``"text"``
+    for prompts that are already model-ready (``PlainText``)."""
+    if name == PlainText.name:
+        return PlainText()
     try:
         return WORLDS[name]()
     except KeyError:
         raise ValueError(f"unknown task world {name!r}; choose one of {sorted(WORLDS)}") from None
 
 
-__all__ = ["World", "AssistantWorld", "ArithmeticWorld", "SentimentWorld", "WORLDS", "get_world"]
+__all__ = ["World", "PlainText", "AssistantWorld", "ArithmeticWorld", "SentimentWorld", "WORLDS", "get_world"]
