@@ -196,3 +196,12 @@ def test_skip_reports_how_many_and_which(tmp_path):
     assert len(ds) == 3 and report.counts()["skipped"] == 2
     with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
         load_preferences(path, on_error="ignore")
+
+
+def test_the_shipped_real_text_file_loads_clean():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no quirks in the course's own file
+        ds, report = load_preferences_with_report(data.DATA_DIR / "helpful_prefs.jsonl.gz", progress=False)
+    assert report.counts() == {"rows": 312, "skipped": 0}
+    assert all(p.startswith("\n\nHuman: ") and p.endswith("\n\nAssistant:") for p in ds["prompt"])
+    assert (data.DATA_DIR / "helpful_prefs.LICENSE.md").read_text().startswith("# data/helpful_prefs")
