@@ -66,12 +66,16 @@ class LabelingWidget:
         self.response_a = W.HTML(layout=W.Layout(width="48%", border="1px solid #ccc", padding="4px"))
         self.response_b = W.HTML(layout=W.Layout(width="48%", border="1px solid #ccc", padding="4px"))
         self.likert = W.ToggleButtons(options=LIKERT_OPTIONS, value=None, description="Rating",
-                                      style={"button_width": "150px"})
+                                      style={"button_width": "190px"})  # wide enough for "4 · A marginally better"
         self.hallucination = W.Checkbox(value=False, description="hallucination", indent=False)
         self.unsafe = W.Checkbox(value=False, description="unsafe", indent=False)
         self.refusal = W.Checkbox(value=False, description="refusal", indent=False)
         self.prompt_quality = W.Dropdown(options=list(PROMPT_QUALITY), value="good", description="Prompt")
-        self.notes = W.Text(value="", placeholder="notes (optional)", description="Notes")
+        # continuous_update=False: the note reaches the kernel once, when the field loses focus (as the
+        # labeler moves to Submit). Sent on every keystroke, the last updates queue up behind each other
+        # in the browser, and the Submit click, which does not queue, can overtake them: the label would
+        # be stored with the end of its note cut off.
+        self.notes = W.Text(value="", placeholder="notes (optional)", description="Notes", continuous_update=False)
         self.submit = W.Button(description="Submit", button_style="primary", icon="check")
         self.message = W.HTML()
         self.submit.on_click(self._on_submit)

@@ -1,5 +1,6 @@
 """The labeling widget made again on a store that already holds labels (a restarted kernel) resumes
-at the first pair this labeler has not labelled, and never offers a stored pair twice."""
+at the first pair this labeler has not labelled, and never offers a stored pair twice; its notes
+field reaches the kernel whole before a Submit click."""
 
 from __future__ import annotations
 
@@ -59,3 +60,10 @@ def test_a_store_holding_every_item_shows_the_widget_finished(tmp_path):
     assert widget.done and widget.submit.disabled and "All 5 items labelled" in widget.progress.value
     widget.submit.click()
     assert len(store) == 5
+
+
+def test_notes_sync_once_when_the_field_is_left(tmp_path):
+    """Keystroke-by-keystroke updates can arrive after the Submit click and cut the note short
+    (tests/browser/test_labeling.py saw "polite and correc"); one update on leaving the field cannot."""
+    widget = LabelingWidget(LabelStore(tmp_path / "labels.sqlite"), ITEMS, labeler="ann")
+    assert widget.notes.continuous_update is False

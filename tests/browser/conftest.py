@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,18 +54,38 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture()
-def context(browser):
-    """A fresh browser context (cookies, storage) at 1280×720 for one test."""
-    ctx = browser.new_context(viewport=VIEWPORT)
-    ctx.set_default_timeout(60_000)
-    yield ctx
-    ctx.close()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.browser_call_failed = report.failed
+    return report
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("browser-screenshots")
+def screenshot_dir() -> Path:
+    """A temporary folder of its own (pytest's numbered folders are pruned as later runs start)."""
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-browser-screenshots-"))
+    print(f"browser screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture()
+def context(browser, request, screenshot_dir):
+    """A fresh browser context (cookies, storage) at 1280×720 for one test; when the test fails,
+    every page still open is saved as a PNG, and its path printed."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    ctx.set_default_timeout(60_000)
+    yield ctx
+    if getattr(request.node, "browser_call_failed", False):
+        for number, page in enumerate(ctx.pages):
+            path = screenshot_dir / f"{request.node.name}-failed-{number}.png"
+            try:
+                page.screenshot(path=str(path))
+                print(f"screenshot of the failure: {path}")
+            except Exception as error:  # a crashed page cannot be photographed; say so and go on
+                print(f"no screenshot of page {number}: {error}")
+    ctx.close()
 
 
 @pytest.fixture()
