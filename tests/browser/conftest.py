@@ -2,7 +2,7 @@
 
 Playwright's own browser download needs a network, so these tests use the system's Chromium
 (Debian: ``apt-get install chromium``). Without it they skip with that message, except under CI
-(``CI=true``), where a missing browser fails the run instead of hiding four tests.
+(``CI=true``), where a missing browser fails the run instead of hiding the tests.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from rlhf_mini import slides
 
 ROOT = slides.ROOT
-CHAPTER = ROOT / "notebooks" / "02_utility_and_preferences.ipynb"  # equations, figures, fast to execute
+CHAPTER = ROOT / "notebooks" / "02_utility_and_preferences.ipynb"  # display equations, figures; quick to run
 REVEAL = "vendor/node_modules/reveal.js/dist/reveal.js"  # the module id require.js gives reveal.js
 
 # Every slide, shown in turn with transitions off: its title and its rendered height on screen.
