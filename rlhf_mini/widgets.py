@@ -139,9 +139,10 @@ class LabelingWidget:
             return
         self.saved_ids.append(label_id)
         self._labelled.add(_key(item))
-        self.message.value = f"Saved label #{label_id}."
         self.index = self._next_unlabelled(self.index + 1)
         self._show()
+        # last: a page that shows this confirmation already shows the next pair with its controls reset
+        self.message.value = f"Saved label #{label_id}."
 
     def _ipython_display_(self) -> None:
         display(self.ui)

@@ -176,7 +176,7 @@ def label_item(page, box, item: dict, *, likert: str, flag: str | None = None, q
         box.get_by_text(text, exact=False).first.wait_for()  # on screen before the labeler decides
     box.locator(".widget-toggle-button", has_text=likert).click()
     if flag:
-        box.locator(".widget-checkbox", has_text=flag).locator("input").click()
+        box.locator(".widget-checkbox", has_text=flag).locator("input").check()
     if quality:
         box.locator("select").select_option(quality)
     if notes:
@@ -322,7 +322,7 @@ def test_bad_input_shows_an_error_and_stores_nothing(context, lab, lab_root, scr
     box = widget(page)
 
     # Submit with no rating: a red message, nothing stored
-    box.locator(".widget-checkbox", has_text="hallucination").locator("input").click()
+    box.locator(".widget-checkbox", has_text="hallucination").locator("input").check()
     box.locator("button.widget-button", has_text="Submit").click()
     error = wait_message(box, "Pick a rating from 1 to 8 first.")
     assert error.is_visible() and "rgb(187, 0, 0)" in error.locator("span").evaluate("e => getComputedStyle(e).color")
