@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 
 import pytest
 
@@ -216,7 +217,10 @@ def test_chapter_deck_slides_fit_a_1280x720_screen(context, chapter_deck, screen
     offenders = overflowing(page)
     screenshot(page, "walked")
     assert refused == []
-    assert offenders == [], f"{CHAPTER.name}: {len(offenders)} slide(s) overflow:\n" + "\n".join(offenders)
+    report = f"{CHAPTER.name}: {len(offenders)} slide(s) taller than 1280x720:\n" + "\n".join(offenders)
+    if offenders:  # in the warnings summary of every run, not only in this test's failure
+        warnings.warn(report, stacklevel=1)
+    assert offenders == [], report
 
 
 def test_lecture_deck_offline_in_chromium(context, lecture_deck, screenshot):
