@@ -43,7 +43,7 @@ Implementation details (Huang et al. 2024, "The N+ Implementation Details of RLH
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -383,6 +383,91 @@ def reward_normalisation(ref_policy, tokenizer, world, prompts: list[str], score
     return float(scores.mean()), float(scores.std().clamp(min=1e-6))
 
 
+@dataclass
+class Rollout:
+    """One iteration's sampled batch, scored at θ_old: everything PPO's update reads.
+
+    Token tensors are ``[B, T]`` (prompt + response, left-padded); per-response ones are ``[B]``."""
+
+    iteration: int
+    """the iteration it was drawn for (seeds its prompts, its samples and its minibatch order)"""
+    prompts: list[str]
+    """raw world prompts"""
+    responses: list[str]
+    """decoded responses, without the EOS"""
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    """1 on response tokens (the EOS included when emitted)"""
+    logprobs: torch.Tensor
+    """log π_old(y_t | ·) of the sampling policy, at the sampling temperature"""
+    ref_logprobs: torch.Tensor
+    """log π_ref(y_t | ·), same temperature"""
+    values: torch.Tensor
+    """V_old(s_t): the value model's estimate for the state before token t"""
+    entropy: torch.Tensor
+    """the policy's entropy at each position"""
+    raw_scores: torch.Tensor
+    """the reward model's scores"""
+    scores: torch.Tensor
+    """the scores that enter the reward: normalised, minus ``missing_eos_penalty`` where truncated"""
+    truncated: torch.Tensor
+    """bool: the response hit ``max_new_tokens`` without an EOS"""
+
+
+def rollout(policy, ref_policy, value_model, tokenizer, world, prompts: list[str], config: PPOConfig,
+            score_fn: ScoreFn, *, iteration: int = 0, reward_mean: float = 0.0,
+            reward_std: float = 1.0) -> Rollout:
+    """Draw ``config.rollout_batch`` prompts for ``iteration``, sample one response to each from
+    ``policy``, and score the batch: log-probs under π_old and π_ref, values, and the reward
+    model's score ((raw − ``reward_mean``) / ``reward_std``, minus the missing-EOS penalty)."""
+    rng, _, sample_seed = _rng_for(config.seed, iteration)
+    device = next(policy.parameters()).device
+    batch_prompts = [prompts[i] for i in rng.choice(len(prompts), size=config.rollout_batch)]
+    gen = generate(policy, tokenizer, [world.format_prompt(p) for p in batch_prompts],
+                   max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                   batch_size=config.rollout_batch, seed=sample_seed, progress=False)
+    batch = gen.batch.to(device)
+    ids, attn, mask = batch.input_ids, batch.attention_mask, batch.response_mask
+    policy.eval()
+    value_model.eval()
+    with torch.no_grad():
+        old_logprobs, entropy = token_logprobs(policy, ids, attn, temperature=config.temperature,
+                                               return_entropy=True)
+        ref_logprobs = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
+        old_values = state_values(value_model, ids, attn)
+    raw_scores = _checked_scores(score_fn, batch_prompts, gen.responses).to(device)
+    scores = (raw_scores - reward_mean) / reward_std
+    truncated = gen.truncated.to(device)
+    if config.missing_eos_penalty is not None:
+        scores = torch.where(truncated, scores - config.missing_eos_penalty, scores)
+    return Rollout(iteration, batch_prompts, gen.responses, ids, attn, mask, old_logprobs,
+                   ref_logprobs, old_values, entropy, raw_scores, scores, truncated)
+
+
+def minibatches(rollout: Rollout, config: PPOConfig) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(epoch, rows)`` for every gradient step of the update on ``rollout``: ``ppo_epochs``
+    shuffled passes over its rows, ``mini_batch`` rows at a time (the order is seeded by the
+    rollout's iteration)."""
+    _, shuffle_gen, _ = _rng_for(config.seed, rollout.iteration)
+    for epoch in range(config.ppo_epochs):
+        order = torch.randperm(config.rollout_batch, generator=shuffle_gen).to(rollout.input_ids.device)
+        for rows in order.split(config.mini_batch):
+            yield epoch, rows
+
+
+def ppo_optimizer(policy, value_model, config: PPOConfig) -> tuple[torch.optim.Optimizer, list]:
+    """One Adam over the policy's and the value model's trainable parameters: ``(optimizer, params)``."""
+    params = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
+    return torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5), params
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var[R − V] / Var[R] over response tokens: 1 when V predicts the returns, 0 when it does
+    no better than a constant, negative when worse."""
+    return 1.0 - float(masked_var(returns - values, mask) / masked_var(returns, mask).clamp(min=1e-8))
+
+
 def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, tokenizer, world,
               prompts: list[str], *, score_fn: ScoreFn | None = None,
               checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
@@ -399,13 +484,11 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
     if not prompts:
         raise ValueError("train_ppo got no prompts")
     score_fn = score_fn or default_score_fn(reward_model, tokenizer, world)
-    device = next(policy.parameters()).device
     ref_policy.eval()
     # the ratio ρ compares train-mode log-probs with eval-mode ones: with dropout on it is not 1 at θ_old
     disable_dropout(policy)
     disable_dropout(value_model)
-    params = [p for p in [*policy.parameters(), *value_model.parameters()] if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
+    optimizer, params = ppo_optimizer(policy, value_model, config)
     kl_ctl = (AdaptiveKLController(config.beta, config.target_kl, config.kl_horizon)
               if config.adaptive_kl else FixedKLController(config.beta))
     metrics: list[dict] = []
@@ -425,26 +508,11 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
 
     bar = tqdm(range(start, config.max_steps), desc="ppo", disable=not progress)
     for iteration in bar:
-        rng, shuffle_gen, sample_seed = _rng_for(config.seed, iteration)
         # ---- rollout ------------------------------------------------------------------------
-        batch_prompts = [prompts[i] for i in rng.choice(len(prompts), size=config.rollout_batch)]
-        gen = generate(policy, tokenizer, [world.format_prompt(p) for p in batch_prompts],
-                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                       batch_size=config.rollout_batch, seed=sample_seed, progress=False)
-        batch = gen.batch.to(device)
-        ids, attn, mask = batch.input_ids, batch.attention_mask, batch.response_mask
-        policy.eval()
-        value_model.eval()
-        with torch.no_grad():
-            old_logprobs, entropy = token_logprobs(policy, ids, attn, temperature=config.temperature,
-                                                   return_entropy=True)
-            ref_logprobs = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
-            old_values = state_values(value_model, ids, attn)
-        raw_scores = _checked_scores(score_fn, batch_prompts, gen.responses).to(device)
-        scores = (raw_scores - reward_mean) / reward_std
-        truncated = gen.truncated.to(device)
-        if config.missing_eos_penalty is not None:
-            scores = torch.where(truncated, scores - config.missing_eos_penalty, scores)
+        ro = rollout(policy, ref_policy, value_model, tokenizer, world, prompts, config, score_fn,
+                     iteration=iteration, reward_mean=reward_mean, reward_std=reward_std)
+        mask, old_logprobs, ref_logprobs = ro.response_mask, ro.logprobs, ro.ref_logprobs
+        old_values, scores = ro.values, ro.scores
         # ---- per-token rewards and advantages ----------------------------------------------
         kl = torch.where(mask.bool(), kl_penalty(old_logprobs, ref_logprobs, config.kl_estimator),
                          torch.zeros_like(old_logprobs))
@@ -460,40 +528,38 @@ def train_ppo(config: PPOConfig, policy, ref_policy, reward_model, value_model, 
         value_model.train()
         stats: dict[str, list[float]] = {k: [] for k in ("loss/policy", "loss/value",
                                                         "policy/clipfrac", "policy/approx_kl")}
-        for _ in range(config.ppo_epochs):
-            order = torch.randperm(config.rollout_batch, generator=shuffle_gen).to(device)
-            for mb in order.split(config.mini_batch):
-                m = mask[mb]
-                new_logprobs = token_logprobs(policy, ids[mb], attn[mb], temperature=config.temperature)
-                new_values = state_values(value_model, ids[mb], attn[mb])
-                pg_loss, pg_stats = ppo_policy_loss(new_logprobs, old_logprobs[mb], advantages[mb],
-                                                    m, config.clip_range)
-                vf_loss = ppo_value_loss(new_values, old_values[mb], returns[mb], m,
-                                         config.clip_range_value)
-                loss = pg_loss + config.vf_coef * vf_loss
-                optimizer_step(optimizer, loss, params, config.max_grad_norm)
-                for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
-                                   ("policy/clipfrac", pg_stats["clipfrac"]),
-                                   ("policy/approx_kl", pg_stats["approx_kl"])):
-                    stats[key].append(float(value.detach()))
+        for _, mb in minibatches(ro, config):
+            m = mask[mb]
+            new_logprobs = token_logprobs(policy, ro.input_ids[mb], ro.attention_mask[mb],
+                                          temperature=config.temperature)
+            new_values = state_values(value_model, ro.input_ids[mb], ro.attention_mask[mb])
+            pg_loss, pg_stats = ppo_policy_loss(new_logprobs, old_logprobs[mb], advantages[mb],
+                                                m, config.clip_range)
+            vf_loss = ppo_value_loss(new_values, old_values[mb], returns[mb], m,
+                                     config.clip_range_value)
+            loss = pg_loss + config.vf_coef * vf_loss
+            optimizer_step(optimizer, loss, params, config.max_grad_norm)
+            for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
+                               ("policy/clipfrac", pg_stats["clipfrac"]),
+                               ("policy/approx_kl", pg_stats["approx_kl"])):
+                stats[key].append(float(value.detach()))
         # ---- logging and the KL controller ---------------------------------------------------
         kl_per_response = kl.sum(1)
         mean_kl = float(kl_per_response.mean())
         kl_ctl.update(mean_kl, n_steps=config.rollout_batch)
-        explained = 1.0 - float(masked_var(returns - old_values, mask) /
-                                masked_var(returns, mask).clamp(min=1e-8))
+        explained = explained_variance(old_values, returns, mask)
         row = {
             "iteration": iteration + 1,
             "objective/rlhf_reward": float((scores - beta * kl_per_response).mean()),
             "objective/scores": float(scores.mean()),
-            "objective/raw_scores": float(raw_scores.mean()),
+            "objective/raw_scores": float(ro.raw_scores.mean()),
             "objective/kl": mean_kl,
-            "objective/entropy": float(masked_mean(entropy, mask)),
-            "gold": float(world.gold_rewards(batch_prompts, gen.responses).mean()),
+            "objective/entropy": float(masked_mean(ro.entropy, mask)),
+            "gold": float(world.gold_rewards(ro.prompts, ro.responses).mean()),
             **{k: float(np.mean(v)) for k, v in stats.items()},
             "val/explained_variance": explained,
             "beta": beta,
-            "eos_rate": 1.0 - float(truncated.float().mean()),
+            "eos_rate": 1.0 - float(ro.truncated.float().mean()),
             "response_length": float(mask.sum(1).float().mean()),
         }
         metrics.append(row)
