@@ -9,7 +9,7 @@ TORCH_INSTALL ?= torch==2.13.0
 # `make lab CONSTRAINTS=` takes the newest releases the pyproject ranges allow (Python 3.10 needs it).
 CONSTRAINTS ?= constraints.txt
 LAB_ARGS ?=
-CELL_TIMEOUT ?= 600
+CELL_TIMEOUT ?= 900
 STAMP := $(VENV)/.installed
 
 .PHONY: lab test unit notebooks slides lint bench gpu-check test-oldest exercises check-exercises clean-cache
