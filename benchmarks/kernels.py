@@ -9,7 +9,7 @@ Variants (per-token log p(target) for hidden [N, D] and an LM head [V, D], then 
     chunked  rlhf_mini.kernels reference: row chunks under activation checkpointing
     fused    rlhf_mini.kernels default: fused Triton forward, "fused_dz" backward (GPU only)
     fused/*  with --sweep: the default with one tile setting changed (see SWEEP)
-    teaching the all-Triton kernels, backward included, that chapter 15 reads: never more than a
+    teaching the all-Triton kernels, backward included, that chapter 16 reads: never more than a
              tile of logits, but not a contender for speed (on an H200 1.5-4.8x slower than naive:
              Triton's in-kernel matmuls run below cuBLAS, and its two gradient kernels each
              recompute the logits); measured so the cost of that simplicity stays visible

@@ -104,7 +104,7 @@ def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:
 def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
     """The RLAIF policy, and how well its AI labeler agrees with gold.
 
-    Copies the cached RLAIF policy (DPO on the SFT policy's samples, labelled by chapter 13's
+    Copies the cached RLAIF policy (DPO on the SFT policy's samples, labelled by chapter 14's
     constitutional judge; ``zoo.rlaif.rlaif_policy``) with its DPO metrics into ``out``, then relabels
     the shipped preference pairs with the same judge into ``{task}_ai_labels.jsonl``. ``metrics.json``
     holds the DPO steps, the judge's agreement with gold on its own training pairs and on the
@@ -128,13 +128,13 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     ``--kl-coef``), best-of-N under the reward model (N the largest ``--n``), rejection sampling
     (chapter 10's recipe), DPO (the ``dpo`` stage's run, with the same ``--beta`` and
     ``--loss-type``) and, on the assistant world, RLAIF. Those not cached yet are trained first.
-    All of them answer the same held-out prompts. The metrics hold, as chapter 14 computes them:
+    All of them answer the same held-out prompts. The metrics hold, as chapter 15 computes them:
 
     * ``win_rate_vs_sft``: each one's gold win rate against SFT, with a bootstrap interval;
     * ``leaderboard``: the Bradley-Terry arena of all pairwise gold battles (intervals resampled
       by prompt);
     * ``ai_judge_vs_sft`` (assistant world): the AlpacaEval-style win rate against SFT judged by
-      chapter 13's constitutional AI judge, raw and length-controlled, with the judge's length
+      chapter 14's constitutional AI judge, raw and length-controlled, with the judge's length
       coefficient;
     * ``mt_bench``: two-turn 1-10 scores of each policy (best-of-N, not a single model, is left out)
       on the first 120 prompts.

@@ -21,13 +21,13 @@ from rlhf_mini.constitution import ConstitutionalJudge, LMConfidence, default_co
 from rlhf_mini.worlds import get_world
 
 JUDGE_TEMPERATURE = 0.25
-"""the judge's Bradley–Terry temperature (chapter 13's)"""
+"""the judge's Bradley–Terry temperature (chapter 14's)"""
 HONESTY_THRESHOLD = -2.0
-"""mean token log-prob below which a claim counts as unsure (chapter 13's)"""
+"""mean token log-prob below which a claim counts as unsure (chapter 14's)"""
 
 
 def ai_judge(base_model, tokenizer, seed: int = 0) -> ConstitutionalJudge:
-    """The constitutional judge of chapter 13, with ``base_model`` (the pretrained LM) as the
+    """The constitutional judge of chapter 14, with ``base_model`` (the pretrained LM) as the
     honesty reader: its ``compare(prompt, a, b)`` is the sampled AI label."""
     confidence = LMConfidence(base_model, tokenizer, get_world("assistant").format_prompt,
                               threshold=HONESTY_THRESHOLD)

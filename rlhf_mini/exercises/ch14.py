@@ -1,120 +1,145 @@
-"""Chapter 14 (evaluation): a win rate with its bootstrap interval; the length-controlled win rate."""
+"""Chapter 14 (Constitutional AI): the AI judge's preference from rubric scores, and one pass of
+critique-and-revise over a constitution."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from rlhf_mini.eval import bootstrap_mean, fit_length_controlled
+from rlhf_mini.constitution import (
+    CONCISE,
+    HARMLESS,
+    HELPFUL,
+    POLITE,
+    ConstitutionalJudge,
+    Principle,
+    critique_and_revise,
+    default_constitution,
+)
 from rlhf_mini.exercises import Case, Exercise, register
 
+# ---------------------------------------------------------------------------------------------
+# the judge: P_AI(a ≻ b) = σ(Σ_p w_p (s_p(a) − s_p(b)) / T)
+# ---------------------------------------------------------------------------------------------
 
-def _win_cases() -> list[Case]:
-    rng = np.random.default_rng(14)
-    a, b = rng.normal(0.3, 1.0, size=60), rng.normal(0.0, 1.0, size=60)
-    tied_a = np.round(rng.normal(0.0, 1.0, size=40))  # rounded: many exact ties
-    tied_b = np.round(rng.normal(0.0, 1.0, size=40))
-    same = rng.normal(size=25)
+
+def _judge_reference(scores_a: dict[str, float], scores_b: dict[str, float], weights: dict[str, float],
+                     temperature: float) -> float:
+    """The package's ConstitutionalJudge on principles whose rubric returns the given scores."""
+    def rubric(name: str):
+        return lambda prompt, response: (scores_a if response == "a" else scores_b)[name]
+
+    principles = [Principle(name, "", "", rubric(name)) for name in scores_a]
+    return ConstitutionalJudge(principles, dict(weights), temperature).probability("", "a", "b")
+
+
+def _judge_cases() -> list[Case]:
+    a = {"harmless": 0.0, "helpful": 1.0, "polite": -1.0, "concise": 0.0}
+    b = {"harmless": 0.0, "helpful": 1.0, "polite": 0.5, "concise": -1.0}
     return [
-        Case("random gold rewards, 60 prompts", (a, b), {"n_boot": 300, "seed": 0}),
-        Case("the same, another seed and a 90% interval", (a, b), {"n_boot": 300, "seed": 3, "level": 0.9}),
-        Case("rounded rewards: many ties (each counts ½)", (tied_a, tied_b), {"n_boot": 200, "seed": 1}),
-        Case("identical answers: every prompt a tie", (same, same.copy()), {"n_boot": 100, "seed": 0}),
-        Case("A wins every prompt", (b + 5.0, b), {"n_boot": 100, "seed": 0}),
-        Case("a single prompt", (np.array([1.0]), np.array([0.0])), {"n_boot": 50, "seed": 2}),
+        Case("four principles, weights 1 (none given), T = 0.25", (a, b, {}, 0.25)),
+        Case("politeness weighted 3×, the rest 1, T = 1", (a, b, {"polite": 3.0}, 1.0)),
+        Case("every weight given, T = 2", (a, b, {"harmless": 2.0, "helpful": 1.0, "polite": 0.5,
+                                                  "concise": 4.0}, 2.0)),
+        Case("equal scores: the judge is indifferent (0.5)", (b, dict(b), {"polite": 2.0}, 0.25)),
+        Case("a decisive judge: the exponent is far outside what exp() can take",
+             ({"harmless": -2.0}, {"harmless": 1.0}, {"harmless": 100.0}, 0.01)),
     ]
 
 
-def _win_reference(gold_a: np.ndarray, gold_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                   level: float = 0.95) -> dict:
-    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
-    return bootstrap_mean(outcomes, n_boot=n_boot, seed=seed, level=level)
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
-def _win_ties_as_losses(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
-    return bootstrap_mean((gold_a > gold_b).astype(float), n_boot=n_boot, seed=seed, level=level)
+def _judge_sign_flipped(scores_a, scores_b, weights, temperature):
+    z = sum(weights.get(k, 1.0) * (scores_b[k] - scores_a[k]) for k in scores_a) / temperature
+    return _sigmoid(z)  # P(b ≻ a)
 
 
-def _win_normal_interval(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
-    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
-    half = 1.96 * outcomes.std() / math.sqrt(outcomes.size)  # a normal approximation, not the bootstrap
-    return {"win_rate": float(outcomes.mean()), "ci_low": float(outcomes.mean() - half),
-            "ci_high": float(outcomes.mean() + half), "n": int(outcomes.size)}
+def _judge_without_temperature(scores_a, scores_b, weights, temperature):
+    return _sigmoid(sum(weights.get(k, 1.0) * (scores_a[k] - scores_b[k]) for k in scores_a))
 
 
-def _win_wrong_quantiles(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
-    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
-    rng = np.random.default_rng(seed)
-    means = outcomes[rng.integers(0, outcomes.size, size=(n_boot, outcomes.size))].mean(axis=1)
-    low, high = np.quantile(means, [1 - level, level])  # a 90% interval when asked for 95%
-    return {"win_rate": float(outcomes.mean()), "ci_low": float(low), "ci_high": float(high),
-            "n": int(outcomes.size)}
+def _judge_missing_weight_zero(scores_a, scores_b, weights, temperature):
+    z = sum(weights.get(k, 0.0) * (scores_a[k] - scores_b[k]) for k in scores_a) / temperature
+    return _sigmoid(z)  # principles without a weight ignored instead of weighing 1
 
 
 register(Exercise(
-    name="win_rate_with_ci",
+    name="judge_probability",
     chapter="14",
-    summary="the gold win rate of A over B (ties ½) with a seeded percentile-bootstrap interval over prompts",
-    reference=_win_reference,
-    cases=_win_cases,
-    wrong=(_win_ties_as_losses, _win_normal_interval, _win_wrong_quantiles),
+    summary="the AI judge's P(a ≻ b) = σ(Σ_p w_p (s_p(a) − s_p(b)) / T) from per-principle rubric scores",
+    reference=_judge_reference,
+    cases=_judge_cases,
+    wrong=(_judge_sign_flipped, _judge_without_temperature, _judge_missing_weight_zero),
 ))
 
 
-def _lc_cases() -> list[Case]:
-    rng = np.random.default_rng(15)
-    diff = rng.integers(-12, 13, size=200).astype(float)
-    x = np.tanh(diff / diff.std())
-    soft = 1.0 / (1.0 + np.exp(-(0.4 + 1.5 * x + rng.normal(0.0, 0.5, size=200))))
-    hard = (rng.random(200) < 1.0 / (1.0 + np.exp(-(-0.3 + 2.0 * x)))).astype(float)
+# ---------------------------------------------------------------------------------------------
+# critique and revise: each principle's revision in turn, kept only when its score rises
+# ---------------------------------------------------------------------------------------------
+
+_CAPITAL = "What is the capital of Peru?"
+_HARMFUL = "How do I poison a well?"
+
+
+def _revise_cases() -> list[Case]:
+    keywords = default_constitution()  # harmless, helpful, polite, concise: no language model
     return [
-        Case("soft preferences that favour the longer answer, 200 pairs", (soft, diff)),
-        Case("hard 0/1 verdicts, 200 pairs", (hard, diff)),
-        Case("every pair of equal length (sd = 0: no length term)", (soft[:30], np.zeros(30))),
-        Case("a unanimous judge (all 1): the ridge keeps θ finite", (np.ones(40), diff[:40])),
-        Case("a single pair", (np.array([0.8]), np.array([3.0]))),
+        Case("a rude opener", (keywords, _CAPITAL, "Ugh, that is obvious. The capital of Peru is Lima.")),
+        Case("a rude opener and filler: both revisions, one after the other",
+             (keywords, _CAPITAL, "Ugh, that is obvious. The capital of Peru is Lima. I hope this helps.")),
+        Case("compliance with a harmful request", (keywords, _HARMFUL,
+                                                   "Happy to help. Sure, here is how. First, wait until night.")),
+        Case("a refusal already there: the rewrite does not raise the score, so it is not kept",
+             (keywords, _HARMFUL, "I can't help with that.")),
+        Case("a response that is all rudeness: the revision would be empty, so it is not kept",
+             (keywords, _CAPITAL, "Ugh, that is silly.")),
+        Case("a good answer: nothing to revise", (keywords, _CAPITAL, "The capital of Peru is Lima.")),
+        Case("another order of principles", ([CONCISE, POLITE, HELPFUL, HARMLESS], _HARMFUL,
+                                             "Ugh, if you must. Sure, here is how. Let me know.")),
     ]
 
 
-def _lc_reference(preferences: np.ndarray, length_diff: np.ndarray) -> tuple[float, float]:
-    theta, phi = fit_length_controlled(preferences, length_diff)
-    return 1.0 / (1.0 + math.exp(-theta)), phi
+def _revise_whenever_changed(principles, prompt, response):
+    notes = []
+    for p in principles:
+        if p.revise is not None:
+            revised = p.revise(prompt, response)
+            if revised and revised != response:  # kept without checking that the score rose
+                notes.append(f"{p.name}: {p.text}")
+                response = revised
+    return response, notes
 
 
-def _newton(y: np.ndarray, x: np.ndarray, ridge: float) -> np.ndarray:
-    X = np.stack([np.ones_like(x), x], axis=1)
-    beta = np.zeros(2)
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(X @ beta)))
-        step = np.linalg.solve((X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2),
-                               X.T @ (y - p) - ridge * beta)
-        beta = beta + step
-    return beta
+def _revise_from_the_original(principles, prompt, response):
+    original, notes = response, []
+    for p in principles:
+        if p.revise is None:
+            continue
+        revised = p.revise(prompt, original)  # each revision of the original, not of the last revision
+        if revised and revised != original and p.score(prompt, revised) > p.score(prompt, original):
+            notes.append(f"{p.name}: {p.text}")
+            response = revised
+    return response, notes
 
 
-def _lc_raw_length(preferences, length_diff):
-    theta, phi = _newton(preferences, length_diff, 1e-3 * len(preferences))  # Δlen itself, no tanh(Δ/sd)
-    return 1.0 / (1.0 + math.exp(-theta)), phi
-
-
-def _lc_without_ridge(preferences, length_diff):
-    sd = length_diff.std()
-    x = np.tanh(length_diff / sd) if sd > 0 else np.zeros_like(length_diff)
-    theta, phi = _newton(preferences, x, 1e-12)
-    return 1.0 / (1.0 + math.exp(-theta)), phi
-
-
-def _lc_theta_not_probability(preferences, length_diff):
-    theta, phi = fit_length_controlled(preferences, length_diff)
-    return theta, phi  # θ is a logit, not a win rate
+def _revise_keeps_empty(principles, prompt, response):
+    notes = []
+    for p in principles:
+        if p.revise is None:
+            continue
+        revised = p.revise(prompt, response)
+        if revised != response and p.score(prompt, revised) > p.score(prompt, response):
+            notes.append(f"{p.name}: {p.text}")
+            response = revised  # an empty revision kept
+    return response, notes
 
 
 register(Exercise(
-    name="length_controlled_win_rate",
+    name="critique_and_revise",
     chapter="14",
-    summary="AlpacaEval's length control: fit p = σ(θ + φ·tanh(Δlen/sd)) with a small ridge, report (σ(θ), φ)",
-    reference=_lc_reference,
-    cases=_lc_cases,
-    wrong=(_lc_raw_length, _lc_without_ridge, _lc_theta_not_probability),
+    summary="one critique-and-revise pass: each principle's revision in turn, kept when its score rises",
+    reference=critique_and_revise,
+    cases=_revise_cases,
+    wrong=(_revise_whenever_changed, _revise_from_the_original, _revise_keeps_empty),
 ))

@@ -1,116 +1,120 @@
-"""Chapter 15 (fused kernels): the online log-sum-exp, one tile at a time, and merging two partial states."""
+"""Chapter 15 (evaluation): a win rate with its bootstrap interval; the length-controlled win rate."""
 
 from __future__ import annotations
 
-import torch
+import math
 
+import numpy as np
+
+from rlhf_mini.eval import bootstrap_mean, fit_length_controlled
 from rlhf_mini.exercises import Case, Exercise, register
 
-NEG_LARGE = -1e30  # where a running max starts (as in the Triton kernel)
 
-
-def online_softmax_update(m: torch.Tensor, s: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold a tile of logits [N, T] into each row's running (max m, sum s = Σ exp(z − m)) state."""
-    m_new = torch.maximum(m, logits.max(dim=1).values)
-    s_new = s * torch.exp(m - m_new) + torch.exp(logits - m_new[:, None]).sum(dim=1)
-    return m_new, s_new
-
-
-def merge_softmax_states(m_a: torch.Tensor, s_a: torch.Tensor, m_b: torch.Tensor,
-                         s_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The state of the union of two disjoint parts: m = max(m_a, m_b), both sums rescaled to m."""
-    m = torch.maximum(m_a, m_b)
-    return m, s_a * torch.exp(m_a - m) + s_b * torch.exp(m_b - m)
-
-
-def _state(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    m = logits.max(dim=1).values
-    return m, torch.exp(logits - m[:, None]).sum(dim=1)
-
-
-def _update_cases() -> list[Case]:
-    gen = torch.Generator().manual_seed(15)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
-    m, s = _state(2.0 * randn(4, 6))
-    fresh = (torch.full((3,), NEG_LARGE, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
-    padded = randn(3, 8)
-    padded[:, 5:] = float("-inf")  # the last tile of a vocabulary: columns past V are -inf
-    masked = torch.full((4, 5), float("-inf"), dtype=torch.float64)
-    big_m, big_s = _state(30.0 * randn(2, 16) + 800.0)
+def _win_cases() -> list[Case]:
+    rng = np.random.default_rng(14)
+    a, b = rng.normal(0.3, 1.0, size=60), rng.normal(0.0, 1.0, size=60)
+    tied_a = np.round(rng.normal(0.0, 1.0, size=40))  # rounded: many exact ties
+    tied_b = np.round(rng.normal(0.0, 1.0, size=40))
+    same = rng.normal(size=25)
     return [
-        Case("a running state, a random tile of 6 logits", (m, s, 2.0 * randn(4, 6))),
-        Case("a tile whose max is above the running max (the old sum is rescaled)", (m, s, randn(4, 6) + 8.0)),
-        Case("a tile whose logits are all below the running max", (m, s, randn(4, 3) - 10.0)),
-        Case("the first tile: m = -1e30, s = 0", (*fresh, randn(3, 4))),
-        Case("a partial last tile: three -inf padding columns", (*fresh, padded)),
-        Case("a fully masked tile after real ones: adds nothing", (m, s, masked)),
-        Case("logits around 800, where exp overflows", (big_m, big_s, 30.0 * randn(2, 16) + 800.0)),
-        Case("a tile one logit wide", (m, s, randn(4, 1))),
+        Case("random gold rewards, 60 prompts", (a, b), {"n_boot": 300, "seed": 0}),
+        Case("the same, another seed and a 90% interval", (a, b), {"n_boot": 300, "seed": 3, "level": 0.9}),
+        Case("rounded rewards: many ties (each counts ½)", (tied_a, tied_b), {"n_boot": 200, "seed": 1}),
+        Case("identical answers: every prompt a tie", (same, same.copy()), {"n_boot": 100, "seed": 0}),
+        Case("A wins every prompt", (b + 5.0, b), {"n_boot": 100, "seed": 0}),
+        Case("a single prompt", (np.array([1.0]), np.array([0.0])), {"n_boot": 50, "seed": 2}),
     ]
 
 
-def _update_without_rescale(m, s, logits):
-    m_new = torch.maximum(m, logits.max(dim=1).values)
-    return m_new, s + torch.exp(logits - m_new[:, None]).sum(dim=1)  # the old sum not rescaled
+def _win_reference(gold_a: np.ndarray, gold_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> dict:
+    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
+    return bootstrap_mean(outcomes, n_boot=n_boot, seed=seed, level=level)
 
 
-def _update_tile_max(m, s, logits):
-    tile_max = logits.max(dim=1).values
-    m_new = torch.maximum(m, tile_max)
-    return m_new, s * torch.exp(m - m_new) + torch.exp(logits - tile_max[:, None]).sum(dim=1)
+def _win_ties_as_losses(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
+    return bootstrap_mean((gold_a > gold_b).astype(float), n_boot=n_boot, seed=seed, level=level)
 
 
-def _update_unshifted(m, s, logits):
-    m_new = torch.maximum(m, logits.max(dim=1).values)
-    return m_new, s * torch.exp(m - m_new) + torch.exp(logits).sum(dim=1) / torch.exp(m_new)
+def _win_normal_interval(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
+    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
+    half = 1.96 * outcomes.std() / math.sqrt(outcomes.size)  # a normal approximation, not the bootstrap
+    return {"win_rate": float(outcomes.mean()), "ci_low": float(outcomes.mean() - half),
+            "ci_high": float(outcomes.mean() + half), "n": int(outcomes.size)}
+
+
+def _win_wrong_quantiles(gold_a, gold_b, n_boot=1000, seed=0, level=0.95):
+    outcomes = np.where(np.isclose(gold_a, gold_b), 0.5, (gold_a > gold_b).astype(float))
+    rng = np.random.default_rng(seed)
+    means = outcomes[rng.integers(0, outcomes.size, size=(n_boot, outcomes.size))].mean(axis=1)
+    low, high = np.quantile(means, [1 - level, level])  # a 90% interval when asked for 95%
+    return {"win_rate": float(outcomes.mean()), "ci_low": float(low), "ci_high": float(high),
+            "n": int(outcomes.size)}
 
 
 register(Exercise(
-    name="online_softmax_update",
+    name="win_rate_with_ci",
     chapter="15",
-    summary="fold a tile of logits into the running (max, sum) of the online log-sum-exp",
-    reference=online_softmax_update,
-    cases=_update_cases,
-    wrong=(_update_without_rescale, _update_tile_max, _update_unshifted),
+    summary="the gold win rate of A over B (ties ½) with a seeded percentile-bootstrap interval over prompts",
+    reference=_win_reference,
+    cases=_win_cases,
+    wrong=(_win_ties_as_losses, _win_normal_interval, _win_wrong_quantiles),
 ))
 
 
-def _merge_cases() -> list[Case]:
-    gen = torch.Generator().manual_seed(16)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float64)
-
-    a, b = _state(2.0 * randn(5, 7)), _state(2.0 * randn(5, 9) + 1.0)
-    empty = (torch.full((5,), NEG_LARGE, dtype=torch.float64), torch.zeros(5, dtype=torch.float64))
-    same_max = _state(torch.cat([torch.zeros(3, 1, dtype=torch.float64), -randn(3, 4).abs()], dim=1))
-    big_a, big_b = _state(30.0 * randn(2, 8) + 800.0), _state(30.0 * randn(2, 8) + 700.0)
+def _lc_cases() -> list[Case]:
+    rng = np.random.default_rng(15)
+    diff = rng.integers(-12, 13, size=200).astype(float)
+    x = np.tanh(diff / diff.std())
+    soft = 1.0 / (1.0 + np.exp(-(0.4 + 1.5 * x + rng.normal(0.0, 0.5, size=200))))
+    hard = (rng.random(200) < 1.0 / (1.0 + np.exp(-(-0.3 + 2.0 * x)))).astype(float)
     return [
-        Case("two random slices of a vocabulary", (*a, *b)),
-        Case("the same two, in the other order", (*b, *a)),
-        Case("one slice still empty (m = -1e30, s = 0)", (*a, *empty)),
-        Case("two slices with the same max", (*same_max, *same_max)),
-        Case("logits around 800 and 700", (*big_a, *big_b)),
+        Case("soft preferences that favour the longer answer, 200 pairs", (soft, diff)),
+        Case("hard 0/1 verdicts, 200 pairs", (hard, diff)),
+        Case("every pair of equal length (sd = 0: no length term)", (soft[:30], np.zeros(30))),
+        Case("a unanimous judge (all 1): the ridge keeps θ finite", (np.ones(40), diff[:40])),
+        Case("a single pair", (np.array([0.8]), np.array([3.0]))),
     ]
 
 
-def _merge_without_rescale(m_a, s_a, m_b, s_b):
-    return torch.maximum(m_a, m_b), s_a + s_b
+def _lc_reference(preferences: np.ndarray, length_diff: np.ndarray) -> tuple[float, float]:
+    theta, phi = fit_length_controlled(preferences, length_diff)
+    return 1.0 / (1.0 + math.exp(-theta)), phi
 
 
-def _merge_rescale_one_side(m_a, s_a, m_b, s_b):
-    m = torch.maximum(m_a, m_b)
-    return m, s_a * torch.exp(m_a - m) + s_b
+def _newton(y: np.ndarray, x: np.ndarray, ridge: float) -> np.ndarray:
+    X = np.stack([np.ones_like(x), x], axis=1)
+    beta = np.zeros(2)
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(X @ beta)))
+        step = np.linalg.solve((X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2),
+                               X.T @ (y - p) - ridge * beta)
+        beta = beta + step
+    return beta
+
+
+def _lc_raw_length(preferences, length_diff):
+    theta, phi = _newton(preferences, length_diff, 1e-3 * len(preferences))  # Δlen itself, no tanh(Δ/sd)
+    return 1.0 / (1.0 + math.exp(-theta)), phi
+
+
+def _lc_without_ridge(preferences, length_diff):
+    sd = length_diff.std()
+    x = np.tanh(length_diff / sd) if sd > 0 else np.zeros_like(length_diff)
+    theta, phi = _newton(preferences, x, 1e-12)
+    return 1.0 / (1.0 + math.exp(-theta)), phi
+
+
+def _lc_theta_not_probability(preferences, length_diff):
+    theta, phi = fit_length_controlled(preferences, length_diff)
+    return theta, phi  # θ is a logit, not a win rate
 
 
 register(Exercise(
-    name="merge_softmax_states",
+    name="length_controlled_win_rate",
     chapter="15",
-    summary="merge two partial (max, sum) states of the online log-sum-exp, as the kernel merges vocabulary slices",
-    reference=merge_softmax_states,
-    cases=_merge_cases,
-    wrong=(_merge_without_rescale, _merge_rescale_one_side),
+    summary="AlpacaEval's length control: fit p = σ(θ + φ·tanh(Δlen/sd)) with a small ridge, report (σ(θ), φ)",
+    reference=_lc_reference,
+    cases=_lc_cases,
+    wrong=(_lc_raw_length, _lc_without_ridge, _lc_theta_not_probability),
 ))

@@ -1,111 +1,116 @@
-"""Chapter 16 (open questions): a reward model's price for padding; weak-to-strong's gap recovered."""
+"""Chapter 16 (fused kernels): the online log-sum-exp, one tile at a time, and merging two partial states."""
 
 from __future__ import annotations
 
-import numpy as np
+import torch
 
 from rlhf_mini.exercises import Case, Exercise, register
 
-
-def padding_premium(scores: np.ndarray, padding: np.ndarray) -> float:
-    """Within-prompt slope of score on padding: Σ (x − x̄_p)(y − ȳ_p) / Σ (x − x̄_p)², means per prompt (row)."""
-    x = padding - padding.mean(axis=1, keepdims=True)
-    y = scores - scores.mean(axis=1, keepdims=True)
-    return float((x * y).sum() / (x * x).sum())
+NEG_LARGE = -1e30  # where a running max starts (as in the Triton kernel)
 
 
-def _premium_cases() -> list[Case]:
-    rng = np.random.default_rng(16)
-    pad = rng.integers(0, 4, size=(6, 10)).astype(float)
-    prompt_level = rng.normal(0.0, 3.0, size=(6, 1))
-    liked = prompt_level + 0.4 * pad + rng.normal(0.0, 0.5, size=(6, 10))
-    disliked = prompt_level - 0.3 * pad + rng.normal(0.0, 0.5, size=(6, 10))
-    # prompts that draw more padding also get higher scores overall, yet within a prompt padding costs
-    confounded_pad = np.array([[0.0, 1, 0, 1], [2, 3, 2, 3], [4, 5, 4, 5]])
-    confounded_scores = 2.0 * confounded_pad.mean(axis=1, keepdims=True) - 0.5 * confounded_pad
-    flat_pad = pad.copy()
-    flat_pad[2] = 1.0  # every answer to prompt 2 pads once: that prompt says nothing about padding
+def online_softmax_update(m: torch.Tensor, s: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a tile of logits [N, T] into each row's running (max m, sum s = Σ exp(z − m)) state."""
+    m_new = torch.maximum(m, logits.max(dim=1).values)
+    s_new = s * torch.exp(m - m_new) + torch.exp(logits - m_new[:, None]).sum(dim=1)
+    return m_new, s_new
+
+
+def merge_softmax_states(m_a: torch.Tensor, s_a: torch.Tensor, m_b: torch.Tensor,
+                         s_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state of the union of two disjoint parts: m = max(m_a, m_b), both sums rescaled to m."""
+    m = torch.maximum(m_a, m_b)
+    return m, s_a * torch.exp(m_a - m) + s_b * torch.exp(m_b - m)
+
+
+def _state(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m = logits.max(dim=1).values
+    return m, torch.exp(logits - m[:, None]).sum(dim=1)
+
+
+def _update_cases() -> list[Case]:
+    gen = torch.Generator().manual_seed(15)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    m, s = _state(2.0 * randn(4, 6))
+    fresh = (torch.full((3,), NEG_LARGE, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    padded = randn(3, 8)
+    padded[:, 5:] = float("-inf")  # the last tile of a vocabulary: columns past V are -inf
+    masked = torch.full((4, 5), float("-inf"), dtype=torch.float64)
+    big_m, big_s = _state(30.0 * randn(2, 16) + 800.0)
     return [
-        Case("a reward model that likes padding (+0.4 a sentence)", (liked, pad)),
-        Case("a reward model that dislikes it (−0.3 a sentence)", (disliked, pad)),
-        Case("prompts that pad more score higher, but within a prompt padding costs", (confounded_scores,
-                                                                                        confounded_pad)),
-        Case("one prompt whose answers all pad the same", (liked, flat_pad)),
-        Case("a single prompt", (liked[:1], pad[:1])),
+        Case("a running state, a random tile of 6 logits", (m, s, 2.0 * randn(4, 6))),
+        Case("a tile whose max is above the running max (the old sum is rescaled)", (m, s, randn(4, 6) + 8.0)),
+        Case("a tile whose logits are all below the running max", (m, s, randn(4, 3) - 10.0)),
+        Case("the first tile: m = -1e30, s = 0", (*fresh, randn(3, 4))),
+        Case("a partial last tile: three -inf padding columns", (*fresh, padded)),
+        Case("a fully masked tile after real ones: adds nothing", (m, s, masked)),
+        Case("logits around 800, where exp overflows", (big_m, big_s, 30.0 * randn(2, 16) + 800.0)),
+        Case("a tile one logit wide", (m, s, randn(4, 1))),
     ]
 
 
-def _premium_pooled(scores, padding):
-    x, y = padding - padding.mean(), scores - scores.mean()  # one mean over all prompts
-    return float((x * y).sum() / (x * x).sum())
+def _update_without_rescale(m, s, logits):
+    m_new = torch.maximum(m, logits.max(dim=1).values)
+    return m_new, s + torch.exp(logits - m_new[:, None]).sum(dim=1)  # the old sum not rescaled
 
 
-def _premium_correlation(scores, padding):
-    x = padding - padding.mean(axis=1, keepdims=True)
-    y = scores - scores.mean(axis=1, keepdims=True)
-    return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
+def _update_tile_max(m, s, logits):
+    tile_max = logits.max(dim=1).values
+    m_new = torch.maximum(m, tile_max)
+    return m_new, s * torch.exp(m - m_new) + torch.exp(logits - tile_max[:, None]).sum(dim=1)
 
 
-def _premium_mean_of_slopes(scores, padding):
-    slopes = []
-    for s, p in zip(scores, padding):
-        x, y = p - p.mean(), s - s.mean()
-        if (x * x).sum() > 0:
-            slopes.append((x * y).sum() / (x * x).sum())
-    return float(np.mean(slopes))
+def _update_unshifted(m, s, logits):
+    m_new = torch.maximum(m, logits.max(dim=1).values)
+    return m_new, s * torch.exp(m - m_new) + torch.exp(logits).sum(dim=1) / torch.exp(m_new)
 
 
 register(Exercise(
-    name="padding_premium",
+    name="online_softmax_update",
     chapter="16",
-    summary="what a reward model pays per padding sentence: the slope of its score on padding within each prompt",
-    reference=padding_premium,
-    cases=_premium_cases,
-    wrong=(_premium_pooled, _premium_correlation, _premium_mean_of_slopes),
+    summary="fold a tile of logits into the running (max, sum) of the online log-sum-exp",
+    reference=online_softmax_update,
+    cases=_update_cases,
+    wrong=(_update_without_rescale, _update_tile_max, _update_unshifted),
 ))
 
 
-def performance_gap_recovered(weak, student, ceiling) -> np.ndarray:
-    """PGR = (student − weak) / (ceiling − weak), elementwise; NaN where ceiling = weak (no gap)."""
-    weak, student, ceiling = (np.asarray(v, dtype=float) for v in (weak, student, ceiling))
-    gap = ceiling - weak
-    return np.where(gap != 0, (student - weak) / np.where(gap != 0, gap, 1.0), np.nan)
+def _merge_cases() -> list[Case]:
+    gen = torch.Generator().manual_seed(16)
 
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-def _pgr_cases() -> list[Case]:
+    a, b = _state(2.0 * randn(5, 7)), _state(2.0 * randn(5, 9) + 1.0)
+    empty = (torch.full((5,), NEG_LARGE, dtype=torch.float64), torch.zeros(5, dtype=torch.float64))
+    same_max = _state(torch.cat([torch.zeros(3, 1, dtype=torch.float64), -randn(3, 4).abs()], dim=1))
+    big_a, big_b = _state(30.0 * randn(2, 8) + 800.0), _state(30.0 * randn(2, 8) + 700.0)
     return [
-        Case("two seeds: weak 0.70 / 0.72, student 0.73 / 0.74, ceiling 0.80",
-             (np.array([0.70, 0.72]), np.array([0.73, 0.74]), np.array([0.80, 0.80]))),
-        Case("the student only imitates (PGR 0), matches the ceiling (1), beats it (> 1)",
-             (np.array([0.6, 0.6, 0.6]), np.array([0.6, 0.9, 0.95]), np.array([0.9, 0.9, 0.9]))),
-        Case("the student falls below its supervisor: PGR < 0",
-             (np.array([0.75]), np.array([0.70]), np.array([0.85]))),
-        Case("no gap to recover (ceiling = weak): NaN",
-             (np.array([0.8, 0.7]), np.array([0.82, 0.75]), np.array([0.8, 0.9]))),
+        Case("two random slices of a vocabulary", (*a, *b)),
+        Case("the same two, in the other order", (*b, *a)),
+        Case("one slice still empty (m = -1e30, s = 0)", (*a, *empty)),
+        Case("two slices with the same max", (*same_max, *same_max)),
+        Case("logits around 800 and 700", (*big_a, *big_b)),
     ]
 
 
-def _pgr_swapped_denominator(weak, student, ceiling):
-    weak, student, ceiling = (np.asarray(v, dtype=float) for v in (weak, student, ceiling))
-    return (student - weak) / (ceiling - student)
+def _merge_without_rescale(m_a, s_a, m_b, s_b):
+    return torch.maximum(m_a, m_b), s_a + s_b
 
 
-def _pgr_over_ceiling(weak, student, ceiling):
-    weak, student, ceiling = (np.asarray(v, dtype=float) for v in (weak, student, ceiling))
-    return (student - weak) / ceiling
-
-
-def _pgr_plain_division(weak, student, ceiling):
-    weak, student, ceiling = (np.asarray(v, dtype=float) for v in (weak, student, ceiling))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (student - weak) / (ceiling - weak)  # ±inf, not NaN, when there is no gap
+def _merge_rescale_one_side(m_a, s_a, m_b, s_b):
+    m = torch.maximum(m_a, m_b)
+    return m, s_a * torch.exp(m_a - m) + s_b
 
 
 register(Exercise(
-    name="performance_gap_recovered",
+    name="merge_softmax_states",
     chapter="16",
-    summary="weak-to-strong's PGR = (student − weak) / (ceiling − weak), NaN where there is no gap",
-    reference=performance_gap_recovered,
-    cases=_pgr_cases,
-    wrong=(_pgr_swapped_denominator, _pgr_over_ceiling, _pgr_plain_division),
+    summary="merge two partial (max, sum) states of the online log-sum-exp, as the kernel merges vocabulary slices",
+    reference=merge_softmax_states,
+    cases=_merge_cases,
+    wrong=(_merge_without_rescale, _merge_rescale_one_side),
 ))

@@ -1,4 +1,4 @@
-"""The cached RLAIF policy: DPO on pairs of the SFT policy's samples labelled by chapter 13's
+"""The cached RLAIF policy: DPO on pairs of the SFT policy's samples labelled by chapter 14's
 constitutional judge, with the same prompts, seeds, β and steps as ``zoo.dpo.dpo_policy``."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from rlhf_mini.zoo.sft import sft_policy_path
 
 
 def cached_ai_judge(profile: Profile | None = None, seed: int = 0) -> ConstitutionalJudge:
-    """The constitutional judge of chapter 13, reading honesty from the cached base model."""
+    """The constitutional judge of chapter 14, reading honesty from the cached base model."""
     base, tok = cached_base_model(profile or get_profile())
     return ai_judge(base, tok, seed=seed)
 
