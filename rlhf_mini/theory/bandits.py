@@ -17,6 +17,9 @@ completion) given x, and a single reward r(x, a) arrives; the episode ends. RLHF
 this setting with a learned reward model for r and a language model for pi(a | x).
 
 Regret after T steps: sum_t (mu* - mu_{a_t}), the expected reward lost to not knowing the best arm.
+
+One step beyond bandits, for the history of RL: TD(0) and Monte Carlo value estimates on the
+5-state random walk (Sutton 1988), whose true values 1/6 ... 5/6 are known.
 """
 
 from __future__ import annotations
@@ -184,3 +187,53 @@ def reinforce_contextual(
         actions.append(a)
         regret.append(env.rewards[x].max() - env.rewards[x, a])
     return BanditRun(np.asarray(true_rewards), np.asarray(actions), np.asarray(regret))
+
+
+# --- Beyond bandits: the 5-state random walk (Sutton 1988; Sutton & Barto, Example 6.2) ------------
+#
+# States 1..5 (A..E) between two terminals; every episode starts in the middle (C) and steps left or
+# right with probability 1/2. Reaching the right end pays +1, the left end 0; gamma = 1. The true
+# value of state k is the chance of ending on the right, v(k) = k / 6.
+
+RANDOM_WALK_TRUE_VALUES = np.arange(1, 6) / 6.0
+
+
+def td0_random_walk(
+    n_episodes: int = 100,
+    *,
+    alpha: float = 0.1,
+    n_runs: int = 100,
+    method: str = "td",
+    seed: int = 0,
+) -> np.ndarray:
+    """Value estimates of the random walk after each episode, shape (n_runs, n_episodes + 1, 5).
+
+    TD(0) (Sutton 1988) updates after every step, bootstrapping on the next state's estimate:
+        V(s) <- V(s) + alpha [r + V(s') - V(s)],   V(terminal) = 0.
+    Monte Carlo ("mc") waits for the episode's return G and updates every visited state:
+        V(s) <- V(s) + alpha [G - V(s)].
+    Every run starts from V = 0.5 everywhere; index 0 of axis 1 is that initial guess.
+    """
+    if method not in ("td", "mc"):
+        raise ValueError(f"method must be 'td' or 'mc', got {method!r}")
+    rng = np.random.default_rng(seed)
+    history = np.empty((n_runs, n_episodes + 1, 5))
+    for run in range(n_runs):
+        v = np.full(7, 0.5)  # index 0 and 6 are the terminals
+        v[0] = v[6] = 0.0
+        history[run, 0] = v[1:6]
+        for episode in range(1, n_episodes + 1):
+            s, visited = 3, []
+            while s not in (0, 6):
+                s_next = s + (1 if rng.random() < 0.5 else -1)
+                r = 1.0 if s_next == 6 else 0.0
+                if method == "td":
+                    v[s] += alpha * (r + v[s_next] - v[s])
+                visited.append(s)
+                s = s_next
+            if method == "mc":  # the return is the final reward: 1 on the right, 0 on the left
+                g = 1.0 if s == 6 else 0.0
+                for state in visited:
+                    v[state] += alpha * (g - v[state])
+            history[run, episode] = v[1:6]
+    return history
