@@ -33,3 +33,4 @@ def test_deck_points_at_local_assets_only(tmp_path):
                   "mathjax/MathJax.js", "reveal.js/plugin/notes/notes.js"]:
         assert (tmp_path / "vendor" / "node_modules" / asset).is_file(), asset
     assert html.count('<section') > 3  # a lecture, not one slide
+

@@ -18,27 +18,7 @@ from rlhf_mini import slides
 
 ROOT = slides.ROOT
 CHAPTER = ROOT / "notebooks" / "02_utility_and_preferences.ipynb"  # display equations, figures; quick to run
-REVEAL = "vendor/node_modules/reveal.js/dist/reveal.js"  # the module id require.js gives reveal.js
-
-# Every slide, shown in turn with transitions off: its title and its rendered height on screen.
-WALK_SLIDES = """(module) => {
-  const R = require(module);
-  R.configure({transition: 'none', backgroundTransition: 'none'});
-  const out = [];
-  for (const section of R.getSlides()) {
-    const {h, v} = R.getIndices(section);
-    R.slide(h, v);
-    // a code slide under a heading is named after that heading
-    const own = section.querySelector('h1, h2, h3, h4');
-    const stack = section.parentElement.closest('section');
-    const above = stack ? stack.querySelector('h1, h2, h3, h4') : null;
-    const title = (own ? own.textContent : above ? above.textContent + ' (continued)' : section.textContent)
-      .replace(/\\u00b6/g, '').replace(/\\s+/g, ' ').trim().slice(0, 70);
-    out.push({h, v, title, height: Math.round(section.getBoundingClientRect().height)});
-  }
-  R.slide(0, 0);
-  return out;
-}"""
+REVEAL = slides.REVEAL_MODULE  # the module id require.js gives reveal.js
 
 # The text a reader sees (script and style contents left out: MathJax keeps its TeX in scripts).
 VISIBLE_TEXT = """() => {
@@ -192,9 +172,7 @@ def check_a_figure_is_on_screen(page, screenshot) -> None:
 
 
 def overflowing(page) -> list[str]:
-    height = page.viewport_size["height"]
-    too_tall = [s for s in page.evaluate(WALK_SLIDES, REVEAL) if s["height"] > height]
-    return [f"slide {s['h']}.{s['v']} '{s['title']}' is {s['height']} px tall" for s in too_tall]
+    return slides.too_tall(slides.slide_heights(page), page.viewport_size["height"])
 
 
 def test_chapter_deck_offline_in_chromium(context, chapter_deck, screenshot):
@@ -247,3 +225,14 @@ def test_lecture_deck_offline_in_chromium(context, lecture_deck, screenshot):
     reveal(page, "R.getSlides()[3].insertAdjacentHTML('beforeend', '<p>one more line</p>'.repeat(40))")
     assert [o.split(" is ")[0] for o in overflowing(page)] == ["slide 3.0 'Takeaways'"]
     assert refused == [], f"the deck asked the network for {refused}"
+
+
+@pytest.mark.parametrize("lecture", slides.LECTURES, ids=lambda lecture: f"lecture{lecture.number:02d}")
+def test_lecture_deck_slides_fit_a_1280x720_screen(context, deck_dir, lecture, screenshot):
+    """Every slide of every lecture, drawn from the chapters' sources, within the screen."""
+    deck = slides.build_lecture(lecture, deck_dir, execute=False)
+    page, refused = open_deck(context, deck)
+    offenders = overflowing(page)
+    screenshot(page, "walked")
+    assert refused == []
+    assert offenders == [], f"{deck.name}: {len(offenders)} slide(s) taller than 1280x720:\n" + "\n".join(offenders)
