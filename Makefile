@@ -68,8 +68,11 @@ check-exercises: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check rlhf_mini tests benchmarks notebooks
 
+# Every chapter's deck and every lecture's (slides/lecture01.html …); SLIDES_ARGS=--no-execute for
+# decks without outputs, in seconds.
+SLIDES_ARGS ?=
 slides: $(STAMP)
-	$(BIN)/python -m rlhf_mini.slides --out slides
+	$(BIN)/python -m rlhf_mini.slides --out slides $(SLIDES_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kernels.py
