@@ -9,6 +9,7 @@
     python -m rlhf_mini prm    --out runs/prm            (arithmetic; also trains the ORM)
     python -m rlhf_mini prm    --out runs/prm-copy --mistakes miscopy
     python -m rlhf_mini rlaif  --out runs/rlaif
+    python -m rlhf_mini grpo   --task arithmetic --out runs/grpo --loss-type dr_grpo   (chapter 13)
     python -m rlhf_mini eval   --task assistant --out runs/eval   (the policies of all the stages, judged)
 
 On your own preference pairs (any format ``data.load_preferences`` reads), one process or many:
@@ -34,6 +35,7 @@ from rlhf_mini import cli_stages, distributed
 from rlhf_mini.cli_stages import copy_artifact
 from rlhf_mini.config import get_profile
 from rlhf_mini.data import PreferenceDataError
+from rlhf_mini.grpo import RECIPES as GRPO_RECIPES
 from rlhf_mini.worlds import WORLDS
 from rlhf_mini.zoo.dpo import dpo_policy_path
 from rlhf_mini.zoo.ppo import CHAPTER_RECIPE, ppo_policy_path
@@ -41,10 +43,12 @@ from rlhf_mini.zoo.prm import verifier_path
 from rlhf_mini.zoo.reward import reward_model_path
 from rlhf_mini.zoo.sft import sft_policy_path
 
-STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "eval")
+STAGES = ("sft", "reward", "ppo", "bon", "rs", "dpo", "prm", "rlaif", "grpo", "eval")
 # PPO, best-of-N, rejection sampling and RLAIF sample from the policy inside their loops; they stay
 # on the course's worlds and one process
 OWN_DATA_STAGES = ("reward", "sft", "dpo")
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+GRPO_METHODS = tuple(GRPO_RECIPES)
 
 
 def _write_metrics(out: Path, metrics: object) -> Path:
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: $RLHF_MINI_PROFILE, else gpu with CUDA and cpu without")
     parser.add_argument("--out", type=Path, required=True, help="folder for metrics.json and the checkpoint")
     parser.add_argument("--beta", type=float, default=0.5, help="dpo and eval: the KL strength β")
-    parser.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo", "hinge"], help="dpo and eval")
+    parser.add_argument("--loss-type", default=None, choices=[*DPO_LOSS_TYPES, *GRPO_METHODS],
+                        help=f"dpo and eval: one of {', '.join(DPO_LOSS_TYPES)} (default sigmoid); grpo: the method, "
+                        f"one of {', '.join(GRPO_METHODS)} (default grpo)")
+    parser.add_argument("--grpo-steps", type=int, default=None, help="grpo: training steps (default: chapter 13's)")
     parser.add_argument("--kl-coef", type=float, default=None,
                         help="ppo and eval: initial KL coefficient β of chapter 9's adaptive recipe")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16],
@@ -108,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mistakes", choices=["miscalculation", "miscopy"], default="miscalculation",
                         help="prm: the slips of the solutions the verifiers train on (chapter 12)")
     args = parser.parse_args(argv)
+    if args.loss_type is None:
+        args.loss_type = "grpo" if args.stage == "grpo" else "sigmoid"
+    allowed = GRPO_METHODS if args.stage == "grpo" else DPO_LOSS_TYPES
+    if args.loss_type not in allowed:
+        parser.error(f"--loss-type for the {args.stage} stage must be one of {', '.join(allowed)}, got {args.loss_type!r}")
+    if args.grpo_steps is not None and args.grpo_steps < 1:
+        parser.error(f"--grpo-steps must be >= 1, got {args.grpo_steps}")
     if args.data is not None:
         if args.stage not in OWN_DATA_STAGES:
             parser.error(f"--data works with the {', '.join(OWN_DATA_STAGES)} stages, not {args.stage!r}")
@@ -123,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.model is not None:
         parser.error("--model goes with --data (the course's worlds train their own models)")
-    task = args.task or ("arithmetic" if args.stage == "prm" else "assistant")
+    task = args.task or ("arithmetic" if args.stage in ("prm", "grpo") else "assistant")
     if task not in WORLDS:
         parser.error(f"--task must be one of {sorted(WORLDS)}, got {task!r}")
-    only = {"prm": "arithmetic", "rlaif": "assistant"}  # the verifiers' world; the constitution's world
+    # the verifiers' world; the constitution's world
+    only = {"prm": "arithmetic", "grpo": "arithmetic", "rlaif": "assistant"}
     if args.stage in only and task != only[args.stage]:
         parser.error(f"the {args.stage} stage works on --task {only[args.stage]} only, got {task!r}")
     if args.stage == "bon" and min(args.n) < 1:

@@ -1,4 +1,4 @@
-"""The larger stages of ``python -m rlhf_mini``: bon, rs, rlaif and eval, and the stages on a
+"""The larger stages of ``python -m rlhf_mini``: bon, rs, rlaif, grpo and eval, and the stages on a
 user's own data (``--data``: reward, sft, dpo).
 
 Each returns a summary and writes ``metrics.json`` into ``out``; a stage that trains a policy also
@@ -47,6 +47,7 @@ from rlhf_mini.utils import set_seed
 from rlhf_mini.worlds import get_world
 from rlhf_mini.zoo import cached_base_model
 from rlhf_mini.zoo.dpo import dpo_policy
+from rlhf_mini.zoo.grpo import grpo_policy_path
 from rlhf_mini.zoo.own_data import TextModelConfig, text_model_path
 from rlhf_mini.zoo.ppo import CHAPTER_RECIPE as PPO_RECIPE
 from rlhf_mini.zoo.ppo import ppo_policy
@@ -121,6 +122,18 @@ def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
     return info
 
 
+def grpo_stage(profile: Profile, out: Path, method: str, steps: int | None) -> dict:
+    """RL with verifiable rewards from the arithmetic SFT policy, against the exact-match verifier:
+    chapter 13's run with ``method`` (grpo, dr_grpo, dapo, rloo, reinforce, batch_mean) and, when
+    given, ``steps`` training steps. Copies the policy and ``metrics.json`` (TRL's names) into ``out``."""
+    overrides = {} if steps is None else {"max_steps": steps}
+    info = copy_artifact(grpo_policy_path(profile, method=method, **overrides), out)
+    last = json.loads((out / "metrics.json").read_text())[-1]
+    print(json.dumps({k: last[k] for k in ("step", "reward", "kl", "completion_length", "eval/accuracy")
+                      if k in last}, indent=1, default=float), file=sys.stderr)
+    return info
+
+
 def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace) -> dict:
     """Every policy the other stages make, on one leaderboard, judged by the gold reward.
 
@@ -192,6 +205,8 @@ def run(stage: str, task: str, profile: Profile, out: Path, args: argparse.Names
         return rlaif_stage(task, profile, out)
     if stage == "eval":
         return eval_stage(task, profile, out, args)
+    if stage == "grpo":
+        return grpo_stage(profile, out, args.loss_type, args.grpo_steps)
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -52,7 +52,6 @@ from rlhf_mini.batch import TokenBatch
 from rlhf_mini.logprobs import token_logprobs
 from rlhf_mini.losses import check_finite, check_per_token, kl_penalty
 from rlhf_mini.models import disable_dropout, reference_copy
-from rlhf_mini.ppo import _rng_for
 from rlhf_mini.sampling import generate
 from rlhf_mini.training import load_checkpoint, optimizer_step, save_checkpoint
 
@@ -64,6 +63,12 @@ ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce", "batch_mean")
 IS_LEVELS = ("token", "sequence")
 STD_EPS = 1e-4
 """added to the std before dividing, as TRL's GRPOTrainer does"""
+
+
+def _rng_for(seed: int, step: int) -> tuple[np.random.Generator, int]:
+    """Everything random in a step derives from (seed, step), so a resumed run replays it."""
+    rng = np.random.default_rng([seed, step])
+    return rng, int(rng.integers(1 << 31))
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +409,7 @@ def draw_step_batch(policy, tokenizer, world, prompts: list[str], reward_fn: Rew
     kept: list[GroupBatch] = []
     n_kept, first = 0, {}
     for round_ in range(1 + (config.max_resample_rounds if config.dynamic_sampling else 0)):
-        rng, _, sample_seed = _rng_for(config.seed, step * 1000 + round_)
+        rng, sample_seed = _rng_for(config.seed, step * 1000 + round_)
         chosen = [prompts[i] for i in rng.choice(len(prompts), size=want)]
         b = sample_groups(policy, tokenizer, world, chosen, reward_fn, config, sample_seed)
         zero = group_reward_std(b.rewards, g) == 0

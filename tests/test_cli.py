@@ -128,6 +128,24 @@ def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
     assert sweep.proxy.shape == (128, 8) and sweep.metrics == rows
 
 
+def test_grpo_stage_writes_trl_metrics_and_a_checkpoint(tmp_path):
+    # two steps of Dr. GRPO from chapter 13's start policy (trained into the shared cache the first time)
+    result = run_cli("grpo", "--task", "arithmetic", "--profile", "cpu", "--out", str(tmp_path),
+                     "--loss-type", "dr_grpo", "--grpo-steps", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["step"] for row in metrics] == [1, 2]
+    for key in ("reward", "reward_std", "frac_reward_zero_std", "completion_length", "kl", "eval/accuracy"):
+        assert np.isfinite(metrics[-1][key]), key
+    model, tokenizer = load_pretrained(tmp_path)
+    assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
+
+
+def test_grpo_help_lists_the_methods():
+    result = run_cli("grpo", "--help")
+    assert result.returncode == 0 and "dr_grpo" in result.stdout and "--grpo-steps" in result.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["sft", "--task", "chess", "--out", "x"], "--task must be one of"),
     (["fly", "--out", "x"], "invalid choice"),
@@ -136,6 +154,9 @@ def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
     (["prm", "--task", "assistant", "--out", "x"], "works on --task arithmetic only"),
     (["bon", "--n", "0", "4", "--out", "x"], "--n values must be >= 1"),
     (["prm", "--mistakes", "typo", "--out", "x"], "argument --mistakes: invalid choice"),
+    (["grpo", "--task", "assistant", "--out", "x"], "works on --task arithmetic only"),
+    (["grpo", "--loss-type", "sigmoid", "--out", "x"], "--loss-type for the grpo stage must be one of"),
+    (["dpo", "--loss-type", "dapo", "--out", "x"], "--loss-type for the dpo stage must be one of"),
 ])
 def test_bad_arguments_are_clear(args, message):
     result = run_cli(*args)
