@@ -12,7 +12,7 @@ LAB_ARGS ?=
 CELL_TIMEOUT ?= 900
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test unit notebooks slides lint bench gpu-check test-oldest exercises check-exercises clean-cache
+.PHONY: lab test unit notebooks slides lint bench times gpu-check test-oldest exercises check-exercises clean-cache
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || (command -v $(PYTHON) >/dev/null && $(PYTHON) -m venv $(VENV)) || python3 -m venv $(VENV)
@@ -30,10 +30,10 @@ lab: $(STAMP)
 test: $(STAMP) unit notebooks
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
+	$(BIN)/python -m pytest -q --durations=10 --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
 
 # The unit tests at the lowest library versions pyproject.toml allows (constraints-oldest.txt), in
@@ -77,6 +77,12 @@ slides: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/training.py
+
+# Seconds per chapter, each in a fresh kernel with an empty model cache (budget: 3 minutes each).
+# `make times CHAPTERS="02 05"` for a subset.
+CHAPTERS ?=
+times: $(STAMP)
+	$(BIN)/python benchmarks/course_times.py $(if $(CHAPTERS),--chapters $(CHAPTERS),)
 
 gpu-check: $(STAMP)
 	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
