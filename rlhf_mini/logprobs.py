@@ -15,10 +15,12 @@ Three implementations (``impl=``) give the same numbers:
   for GPT-2's V = 50257 the fp32 logits of a 16 × 1024 batch alone are 3.3 GB, plus as much again
   for the log-softmax and its gradient.
 * ``"chunked"``: run the transformer body once, keep the ``[B, T, D]`` hidden states, and apply
-  the output layer, logsumexp and gather to chunks of positions. Each chunk runs under activation
-  checkpointing, so the backward pass recomputes a chunk's logits instead of storing them: peak
-  logit memory is one chunk, ``chunk_size × V``. Only the rows that are needed (response tokens
-  for ``sequence_logprobs``, real tokens for ``token_logprobs``) are computed at all.
+  the output layer, logsumexp and gather to chunks of positions. When there is more than one chunk,
+  each runs under activation checkpointing, so the backward pass recomputes a chunk's logits
+  instead of storing them: peak logit memory is one chunk, ``chunk_size × V``. (Rows that fit in
+  one chunk keep their logits for the backward pass: that is one chunk already, and recomputing it
+  would only cost time.) Only the rows that are needed (response tokens for ``sequence_logprobs``,
+  real tokens for ``token_logprobs``) are computed at all.
 * ``"fused"``: the same row selection, with the per-row head computation done by the Triton kernel
   ``rlhf_mini.kernels.linear_logprobs`` (GPU only), which never writes the logits to memory.
 
@@ -231,7 +233,7 @@ def _rows_logprobs(
             temperature,
             return_entropy,
         )
-        if torch.is_grad_enabled() and (prev_hidden.requires_grad or weight.requires_grad):
+        if n_rows > chunk_size and torch.is_grad_enabled() and (prev_hidden.requires_grad or weight.requires_grad):
             # Save only the chunk's inputs; the backward pass recomputes its [chunk, V] logits.
             out = checkpoint(head, *args, use_reentrant=False)
         else:
