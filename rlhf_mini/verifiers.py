@@ -4,6 +4,7 @@
 * ``exact_match``: 1 when the ``Answer: n`` line holds the right number (the gold truth here).
 * ``format_reward``: 1 when the completion has the solution's shape: steps ``a op b = c`` and a
   final ``Answer: n``, whatever the numbers.
+* ``exact_and_format``: the sum of the two, as DeepSeek-R1 adds a format reward to its accuracy reward.
 * ``loose_match``: 1 when the right number appears *anywhere* in the completion. It looks like a
   kinder exact match, and it has a loophole: a completion that writes many numbers gets credit
   without knowing which one is the answer.
@@ -45,6 +46,11 @@ def loose_match(prompts: list[str], completions: list[str]) -> list[float]:
     """1.0 when the right answer appears as a number anywhere in the completion (the loophole)."""
     world = get_world("arithmetic")
     return [float(str(world.answer(p)) in NUMBER_RE.findall(c)) for p, c in _pairs(prompts, completions)]
+
+
+def exact_and_format(prompts: list[str], completions: list[str]) -> list[float]:
+    """``exact_match + format_reward``: DeepSeek-R1's accuracy reward plus its format reward (0, 1 or 2)."""
+    return [a + b for a, b in zip(exact_match(prompts, completions), format_reward(prompts, completions))]
 
 
 VERIFIERS = {"exact_match": exact_match, "format": format_reward, "loose_match": loose_match}
