@@ -24,8 +24,8 @@ START_SFT = {"cpu": dict(max_steps=1000, n_examples=16_000), "gpu": dict(max_ste
 solutions, so that it is right often enough (about a third of its samples on the cpu profile) for
 a group of 8 to hold both right and wrong answers"""
 
-CHAPTER_RECIPE = {"cpu": dict(num_generations=8, prompts_per_step=16, max_steps=30, learning_rate=1e-4),
-                  "gpu": dict(num_generations=16, prompts_per_step=32, max_steps=60, learning_rate=1e-4)}
+CHAPTER_RECIPE = {"cpu": dict(num_generations=8, prompts_per_step=16, max_steps=30, num_iterations=4, learning_rate=1e-4),
+                  "gpu": dict(num_generations=16, prompts_per_step=32, max_steps=60, num_iterations=4, learning_rate=1e-4)}
 """chapter 13's runs (before ``from_profile`` scales the learning rate)"""
 
 N_TRAIN_PROMPTS = 4000
@@ -82,7 +82,7 @@ def grpo_config(profile: Profile | None = None, method: str = "grpo", **override
 
 
 def grpo_policy_path(profile: Profile | None = None, method: str = "grpo", verifier: str = "exact_match",
-                     eval_every: int = 10, **overrides: object) -> Path:
+                     eval_every: int = 15, **overrides: object) -> Path:
     """The folder of a cached run: the start policy trained with ``method`` against ``verifier``
     (a key of ``verifiers.VERIFIERS``), held-out accuracy measured every ``eval_every`` steps."""
     profile = profile or get_profile()
