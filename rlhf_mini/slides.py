@@ -46,6 +46,7 @@ REMOTE_ASSET = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
 REMOTE_IMPORT = re.compile(r"""@import\s+url\(\s*["']?(?:https?:)?//[^)]*\)\s*;?[ \t]*\n?""", re.I)
 MAX_LECTURE_SLIDES = 90
 SCREEN = {"width": 1280, "height": 720}
+HIDE_INPUT_TAG = "deck_hide_input"
 REVEAL_MODULE = "vendor/node_modules/reveal.js/dist/reveal.js"  # the module id require.js gives reveal.js
 
 
@@ -126,7 +127,7 @@ def strip_asserts(source: str) -> str:
 
 def deck_notebook(notebook: dict) -> dict:
     """A copy of ``notebook`` as a deck shows it: checks dropped from the code cells, exercises
-    without their solutions; a code cell left empty is skipped (its slide break, if it started a slide, moves to the next shown cell)."""
+    without their solutions, a figure without the code that drew it; a code cell left empty is skipped (its slide break, if it started a slide, moves to the next shown cell)."""
     from rlhf_mini.exercises.notebooks import is_exercise, remove_solutions
 
     deck = copy.deepcopy(notebook)
@@ -139,6 +140,9 @@ def deck_notebook(notebook: dict) -> dict:
                 source = remove_solutions(source)
                 cell["outputs"] = []
             cell["source"] = strip_asserts(source)
+            if any("image/png" in output.get("data", {}) for output in cell.get("outputs", [])):
+                # a figure's slide shows the figure; the code that drew it stays in the notebook
+                cell["metadata"].setdefault("tags", []).append(HIDE_INPUT_TAG)
             if not cell["source"].strip() and kind != "skip":
                 if kind in ("slide", "subslide") and carry != "slide":
                     carry = kind
@@ -174,6 +178,8 @@ def _nbconvert(notebook: Path, out: Path, output_name: str | None = None, execut
         f"--SlidesExporter.mathjax_url={prefix}/mathjax/MathJax.js?config=TeX-AMS_CHTML-full,Safe",
         # widget state would pull the widget manager from a CDN; decks show static outputs
         "--ExecutePreprocessor.store_widget_state=False",
+        "--TagRemovePreprocessor.enabled=True",
+        f"--TagRemovePreprocessor.remove_input_tags={HIDE_INPUT_TAG}",
     ]
     if output_name:
         cmd += ["--output", output_name]

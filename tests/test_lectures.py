@@ -52,6 +52,16 @@ def test_deck_hides_checks_and_solutions_and_keeps_slide_breaks():
     assert slides.count_slides(deck) == 3
 
 
+def test_a_figure_slide_shows_the_figure_not_its_code():
+    figure = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBORw0K", "text/plain": "fig"}}
+    notebook = {"cells": [_cell("code", "slide", "plt.plot(x)"), _cell("code", "slide", "table")],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    notebook["cells"][0]["outputs"] = [figure]
+    deck = slides.deck_notebook(notebook)
+    assert slides.HIDE_INPUT_TAG in deck["cells"][0]["metadata"]["tags"]
+    assert slides.HIDE_INPUT_TAG not in deck["cells"][1]["metadata"].get("tags", [])
+
+
 # ----------------------------------------------------------------------------- lecture decks
 def _lecture_source(lecture):
     chapters = [json.loads(slides.chapter_path(c).read_text(encoding="utf-8")) for c in lecture.chapters]
@@ -77,9 +87,16 @@ def test_lecture_deck_size_and_content(lecture):
         [c for c in lecture.chapters if c != "00"])
 
 
-@pytest.mark.skipif(shutil.which("npm") is None and os.environ.get("CI", "").lower() != "true",
-                    reason="npm is needed to fetch reveal.js once")
-def test_a_lecture_deck_builds_offline_with_notes_and_no_checks(tmp_path):
+@pytest.fixture(scope="module")
+def deck_out(tmp_path_factory):
+    """One output folder for the built decks, so the front-end assets are fetched once."""
+    if shutil.which("npm") is None and os.environ.get("CI", "").lower() != "true":
+        pytest.skip("npm is needed to fetch reveal.js once")
+    return tmp_path_factory.mktemp("decks")
+
+
+def test_a_lecture_deck_builds_offline_with_notes_and_no_checks(deck_out):
+    tmp_path = deck_out
     lecture = slides.LECTURES[3]
     deck = slides.build_lecture(lecture, tmp_path, execute=False)
     assert deck == tmp_path / f"lecture{lecture.number:02d}.html"
@@ -91,3 +108,16 @@ def test_a_lecture_deck_builds_offline_with_notes_and_no_checks(tmp_path):
     assert 10 <= html.count("<section") - html.count("<section>\n<section") <= 2 * slides.MAX_LECTURE_SLIDES
     assert ">assert</span>" not in html and "\nassert " not in html
     assert "Exercises for chapter" in html
+
+
+def test_a_built_deck_hides_the_code_of_a_figure(deck_out, tmp_path):
+    figure = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBORw0K", "text/plain": "fig"}}
+    cells = [_cell("markdown", "slide", "# A figure"), _cell("code", "slide", "draw_the_figure()"),
+             _cell("code", "slide", "shown_code()")]
+    cells[1]["outputs"] = [figure]
+    source = tmp_path / "figure.ipynb"
+    source.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+                                  "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                              "language": "python"}}}))
+    html = slides.convert(source, deck_out, execute=False).read_text(encoding="utf-8")
+    assert "draw_the_figure" not in html and "shown_code" in html and "image/png" in html
