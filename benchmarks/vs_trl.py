@@ -13,7 +13,10 @@ each trainer does per minibatch: collate the batch (ours tokenizes and pads; TRL
 tokenized up front), forward, backward, clip, optimizer step, and the logged metrics.
 
 The sides alternate step by step (ours, TRL, ours, TRL, ...), so a load spike on a shared machine
-hits both; the ratio printed is the median over steps of ours/TRL within each round. What each
+hits both; the ratio printed is the median over steps of ours/TRL within each round. On a machine
+that runs more processes than it has cores, use ``--threads 1``: there every multi-threaded torch
+operation waits for a second core to be scheduled, a cost per operation rather than per FLOP, and
+the side that runs more (smaller) operations loses time that an unloaded machine would not charge. What each
 side computes per step:
 
 * DPO, ``precomputed``: the reference log-probs log π_ref(y|x) are computed once, before training
