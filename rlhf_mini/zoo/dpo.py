@@ -1,8 +1,10 @@
 """The cached DPO policies: the SFT policy trained with DPO on labelled pairs of its own samples,
-for one round or several (iterative DPO)."""
+for one round or several (iterative DPO); and offline DPO on the shipped labeller pairs, the data
+the reward model (and so PPO) learned from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -86,3 +88,45 @@ def dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: f
                 loss_type: str = "sigmoid", rounds: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """The per-step metrics of the cached DPO run (of its last round)."""
     return json.loads((dpo_policy_path(task, profile, beta, loss_type, rounds, seed) / "metrics.json").read_text())
+
+
+def offline_dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                            seed: int = 0) -> Path:
+    """The folder of the cached offline DPO policy: the SFT policy trained with DPO for one epoch on
+    the shipped labeller pairs ``data/{task}_prefs_train.jsonl``, the pairs the reward model of
+    ``zoo.reward`` learned from (so DPO and PPO see the same preference data). Built on first use."""
+    profile = profile or get_profile()
+    train_file = data.preference_file(task, "train")
+    n_pairs = len(data.load_preferences(train_file))
+    # one epoch: each labelled pair is seen once (63 steps of 32 pairs on the cpu profile)
+    config = DPOConfig.from_profile(profile, beta=beta, seed=seed,
+                                    max_steps=-(-n_pairs // profile.batch_size))
+
+    def build(folder: Path) -> None:
+        set_seed(config.seed)
+        world = get_world(task)
+        policy, tok = sft_policy(task, profile)
+        ref = reference_copy(policy)
+        pairs = data.load_preferences(train_file)
+        result = train_dpo(config, policy.requires_grad_(True), ref, tok, pairs, world)
+        result.policy.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "metrics.json").write_text(json.dumps(result.metrics))
+
+    digest = hashlib.sha256(train_file.read_bytes()).hexdigest()[:16]
+    key = {"task": task, "start": sft_policy_path(task, profile).name, "pairs": "shipped, labeller-labelled",
+           "data": digest, **asdict(config)}
+    modules = [sys.modules[__name__], dpo, batch, data, logprobs, losses, models, training]
+    return cached(f"dpo-offline-{task}-{profile.name}", key, modules, build)
+
+
+def offline_dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5, seed: int = 0):
+    """The offline DPO policy for ``task`` and its tokenizer (cached): DPO from the SFT policy on the
+    shipped labeller pairs, the reward model's training data (``offline_dpo_policy_path``)."""
+    return load_policy(offline_dpo_policy_path(task, profile, beta, seed))
+
+
+def offline_dpo_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """The per-step metrics of the cached offline DPO run."""
+    return json.loads((offline_dpo_policy_path(task, profile, beta, seed) / "metrics.json").read_text())
