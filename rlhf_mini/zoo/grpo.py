@@ -1,5 +1,5 @@
-"""The cached runs of chapter 13 (RL with verifiable rewards): the arithmetic policy they start from
-and the GRPO-family runs from it, each against one of ``rlhf_mini.verifiers``."""
+"""The cached artifacts of chapter 13 (RL with verifiable rewards): the arithmetic policy it starts
+from, and the GRPO-family runs from it (the ``grpo`` stage), each against one of ``rlhf_mini.verifiers``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ a group of 8 to hold both right and wrong answers"""
 
 CHAPTER_RECIPE = {"cpu": dict(num_generations=8, prompts_per_step=16, max_steps=30, num_iterations=4, learning_rate=1e-4),
                   "gpu": dict(num_generations=16, prompts_per_step=32, max_steps=60, num_iterations=4, learning_rate=1e-4)}
-"""chapter 13's runs (before ``from_profile`` scales the learning rate)"""
+"""the ``grpo`` stage's runs (before ``from_profile`` scales the learning rate)"""
 
 N_TRAIN_PROMPTS = 4000
 N_EVAL_PROMPTS = {"cpu": 256, "gpu": 512}
