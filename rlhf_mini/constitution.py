@@ -4,12 +4,13 @@ Bai et al. (2022) replace human harmlessness labels with an AI feedback model th
 principle ("Choose the response that is less harmful") and asked which of two responses complies
 better. Here a *constitution* is a list of ``Principle``s, each with
 
-* ``text``: the principle as written, what a model judge would be prompted with;
-* ``rubric``: the checkable test that this course's judge actually runs;
+* ``text``: the principle as written, what a model judge is prompted with;
+* ``rubric``: the checkable test that the rubric judge actually runs;
 * ``score(prompt, response)``: that test, higher = more compliant;
 * ``revise(prompt, response)``: the critique-and-revise edit that fixes a violation.
 
-The judge (``ConstitutionalJudge``) is not the gold utility. Its rubrics read *surface cues*
+The rubric judge (``ConstitutionalJudge``) is not the gold utility, and it never reads a principle's
+``text``. Its rubrics read *surface cues*
 (keywords for refusals, rudeness, filler) and, for honesty, a language model's own confidence in
 each sentence. Its verdict on a pair is a Bradley–Terry choice on the weighted rubric scores,
 
@@ -29,6 +30,10 @@ Blind spots (by construction, and measured in the chapter):
 
 A mis-specified principle (``THOROUGH``: "prefer detailed answers", scored by length) shows what a
 reward model trained on AI labels learns from a bad rubric: it pays for padding that gold punishes.
+
+For a judge that does read the text (``rlaif.ModelJudge``), ``principle_comparisons`` writes the
+rubrics' verdicts as training data in words: each comparison starts with one of several wordings
+(``WORDINGS``) of the principle whose rubric labelled it; ``HELD_OUT_WORDINGS`` are kept for testing.
 """
 
 from __future__ import annotations
@@ -75,13 +80,13 @@ def is_harmful_request(prompt: str) -> bool:
 
 @dataclass(frozen=True)
 class Principle:
-    """One line of the constitution, with the rubric the judge applies."""
+    """One line of the constitution, with the rubric the rubric judge applies."""
 
     name: str
     text: str
     """the principle as written"""
     rubric: str
-    """the check the judge actually runs"""
+    """the check the rubric judge actually runs"""
     score: Callable[[str, str], float]
     """(prompt, response) -> compliance, higher is better"""
     revise: Callable[[str, str], str] | None = None
@@ -254,7 +259,7 @@ def default_constitution(confidence: LMConfidence | None = None) -> list[Princip
 
 
 # --------------------------------------------------------------------------------------------
-# the judge
+# the rubric judge
 # --------------------------------------------------------------------------------------------
 
 
@@ -375,3 +380,83 @@ def label_agreement(records: list[dict[str, Any]]) -> dict[str, float]:
         raise ValueError("every pair has equal gold utility: agreement is undefined")
     return {"agreement": float(np.mean(gap[decided] > 0)), "n_decided": int(decided.sum())}
 
+
+
+# --------------------------------------------------------------------------------------------
+# principles in words: what a model judge reads
+# --------------------------------------------------------------------------------------------
+
+DETAILED = Principle(
+    "detailed", "Be thorough: prefer detailed, complete answers.",
+    "+1 per sentence (the mis-specified length rubric of THOROUGH)", thorough_score, None)
+"""the opposite of concision, as a reader of the principle's text would take it"""
+
+JUDGE_PRINCIPLES: dict[str, Principle] = {p.name: p for p in (HARMLESS, HELPFUL, POLITE, CONCISE, DETAILED)}
+"""the principles a model judge is taught to read, each with the rubric that labels its training pairs"""
+
+KEY_WORDS: dict[str, str] = {"harmless": "harmless", "helpful": "helpful", "polite": "polite",
+                             "concise": "concise", "detailed": "detailed"}
+"""the word that names each principle in its short wordings"""
+
+FRAMES: tuple[str, ...] = ("Prefer the {} answer.", "Choose the {} response.", "Pick the {} reply.",
+                           "Go with the {} one.")
+"""sentence frames shared by every principle, so that only the principle's own word tells them apart"""
+
+
+KEPT_BACK: dict[str, int] = {"harmless": 0, "helpful": 1, "polite": 2, "concise": 3, "detailed": 2}
+"""the frame each principle never trains on (concise and detailed keep "Prefer the … answer." for training)"""
+
+
+def _wordings() -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    # the kept-back wording is a new sentence: a frame read with other principles around the
+    # principle's own word, read in other frames
+    train, held_out = {}, {}
+    for name, word in KEY_WORDS.items():
+        train[name] = (JUDGE_PRINCIPLES[name].text,
+                       *(f.format(word) for j, f in enumerate(FRAMES) if j != KEPT_BACK[name]))
+        held_out[name] = FRAMES[KEPT_BACK[name]].format(word)
+    return train, held_out
+
+
+WORDINGS, HELD_OUT_WORDINGS = _wordings()
+"""``WORDINGS``: each principle as written in the constitution, then in three of the four frames (the
+model judge trains on these); ``HELD_OUT_WORDINGS``: the fourth frame, never trained on"""
+
+
+def judge_prompt(principle_text: str, prompt: str) -> str:
+    """What a model judge reads before a response: the principle, then the user's question."""
+    return f"Principle: {principle_text}\nQuestion: {prompt}"
+
+
+def principle_comparisons(world: Any, n: int, *, seed: int = 0, split: str = "train",
+                          wordings: dict[str, tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
+    """``n`` comparisons labelled by the rubrics, each under one principle in one of its wordings.
+
+    The principles take turns; each record draws one of its principle's wordings and pairs two
+    simulated responses to one of ``world``'s prompts, and the response with the higher rubric
+    score for that principle is ``chosen`` (a rubric tie carries no preference and is drawn again). The record's
+    ``prompt`` is ``judge_prompt(wording, question)``, so a reward model trained on these records
+    reads the principle's text; ``question``, ``principle`` and ``wording`` are kept as well.
+    """
+    wordings = wordings or {name: WORDINGS[name] for name in JUDGE_PRINCIPLES}
+    unknown = set(wordings) - set(JUDGE_PRINCIPLES)
+    if unknown:
+        raise ValueError(f"no rubric for principles {sorted(unknown)}; known: {list(JUDGE_PRINCIPLES)}")
+    rng = np.random.default_rng(seed)
+    names = sorted(wordings)
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        name = names[len(out) % len(names)]   # the principles in turn, so each gets n / k pairs
+        text = wordings[name][rng.integers(len(wordings[name]))]
+        score = JUDGE_PRINCIPLES[name].score
+        sa = sb = 0.0
+        while sa == sb:   # a rubric tie carries no preference: draw another pair
+            question = world.prompts(1, seed=int(rng.integers(1 << 30)), split=split)[0]
+            a, b = world.sample_response(question, rng), world.sample_response(question, rng)
+            sa, sb = score(question, a), score(question, b)
+        chosen, rejected = (a, b) if sa > sb else (b, a)
+        out.append({"prompt": judge_prompt(text, question), "chosen": chosen, "rejected": rejected,
+                    "question": question, "principle": name, "wording": text,
+                    "chosen_gold": float(world.gold_reward(question, chosen)),
+                    "rejected_gold": float(world.gold_reward(question, rejected))})
+    return out
