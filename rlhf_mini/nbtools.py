@@ -37,22 +37,41 @@ def strip_notebook(path: Path) -> bool:
     return False
 
 
+MAX_MARKDOWN_WORDS = 300
+MIN_NOTES_CELLS = 3
+PLUMBING = ("set_num_threads", "set_num_interop_threads")
+
+
 def check_notebook(path: Path) -> list[str]:
-    """Return the problems found: outputs left in, cells without slide metadata, no assert."""
+    """Return the problems found: outputs left in, cells without slide metadata, no assert; and, in
+    a numbered chapter (the welcome chapter excepted), markdown cells over 300 words, fewer than
+    three speaker-notes cells, or thread settings in a cell that reaches the slides."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     problems = []
     has_assert = False
+    notes = 0
+    chapter = path.name[:2].isdigit() and not path.name.startswith("00_")
     for i, cell in enumerate(nb.get("cells", [])):
         slide_type = cell.get("metadata", {}).get("slideshow", {}).get("slide_type")
+        source = "".join(cell.get("source", []))
+        notes += slide_type == "notes"
         if slide_type not in SLIDE_TYPES:
             problems.append(f"{path}: cell {i} has no slideshow.slide_type")
+        if cell.get("cell_type") == "markdown" and len(source.split()) > MAX_MARKDOWN_WORDS:
+            problems.append(f"{path}: cell {i} has {len(source.split())} words; a cell holds one idea, "
+                            f"at most {MAX_MARKDOWN_WORDS} words (split it)")
         if cell.get("cell_type") == "code":
             if cell.get("outputs"):
                 problems.append(f"{path}: cell {i} has outputs (strip them)")
-            source = "".join(cell.get("source", []))
             has_assert |= any(line.lstrip().startswith("assert") for line in source.splitlines())
+            if slide_type != "skip" and any(name in source for name in PLUMBING):
+                problems.append(f"{path}: cell {i} sets threads in a cell shown on the slides "
+                                "(move it to the hidden set-up cell, slide type skip)")
     if not has_assert:
         problems.append(f"{path}: no assert checks what the chapter teaches")
+    if chapter and notes < MIN_NOTES_CELLS:
+        problems.append(f"{path}: {notes} speaker-notes cells (slide type notes); a chapter needs "
+                        f"at least {MIN_NOTES_CELLS}")
     return problems
 
 

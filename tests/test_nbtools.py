@@ -48,3 +48,35 @@ def test_run_plain_runs_cells_in_order_without_jupyter(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "before" in captured.out and "never runs" not in captured.out
     assert "code cell 1 failed" in captured.err and "wrong" in captured.err
+
+
+def _chapter(path, cells):
+    import json
+
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def _md(text, slide_type="slide"):
+    return {"cell_type": "markdown", "metadata": {"slideshow": {"slide_type": slide_type}}, "source": text}
+
+
+def _code(text, slide_type="-"):
+    return {"cell_type": "code", "metadata": {"slideshow": {"slide_type": slide_type}}, "source": text,
+            "outputs": [], "execution_count": None}
+
+
+def test_check_holds_chapters_to_short_cells_speaker_notes_and_hidden_plumbing(tmp_path):
+    from rlhf_mini.nbtools import check_notebook
+
+    good = [_md("# Title"), _md("say this", "notes"), _md("and this", "notes"), _md("and that", "notes"),
+            _code("import torch\ntorch.set_num_threads(2)", "skip"), _code("assert 1 + 1 == 2")]
+    assert check_notebook(_chapter(tmp_path / "05_good.ipynb", good)) == []
+    bad = [_md("# Title"), _md("word " * 301), _md("only note", "notes"), _code("torch.set_num_threads(2)"),
+           _code("assert True")]
+    problems = "\n".join(check_notebook(_chapter(tmp_path / "05_bad.ipynb", bad)))
+    assert "cell 1 has 301 words" in problems
+    assert "1 speaker-notes cells" in problems
+    assert "cell 3 sets threads" in problems
+    # the welcome chapter needs no speaker notes
+    assert check_notebook(_chapter(tmp_path / "00_welcome.ipynb", good[:1] + good[4:])) == []
