@@ -269,6 +269,22 @@ def _exercise_name(cell: dict) -> str | None:
     return metadata.get("exercise") if "exercise" in metadata.get("tags", []) else None
 
 
+def _without_exercises(cells: list[dict]) -> list[dict]:
+    """The cells a lecture shows: no review questions, no exercise cell, and nothing that rides on an
+    exercise's slide (its check, a follow-up) when the exercise cell opens that slide."""
+    shown, on_exercise_slide = [], False
+    for cell in cells:
+        kind = _slide_type(cell)
+        if kind in ("slide", "subslide"):
+            on_exercise_slide = bool(_exercise_name(cell))
+        if _exercise_name(cell) or on_exercise_slide or _is_review(cell):
+            continue
+        if cell["cell_type"] == "code" and "from rlhf_mini.exercises import check" in "".join(cell.get("source", "")):
+            continue
+        shown.append(cell)
+    return shown
+
+
 def _title(notebook: dict) -> str:
     for cell in notebook["cells"]:
         if cell["cell_type"] == "markdown":
@@ -288,7 +304,7 @@ def lecture_notebook(lecture: Lecture, chapters: list[dict]) -> dict:
              _markdown(f"Lecture {lecture.number} covers chapters {', '.join(lecture.chapters)} in about 75 "
                        "minutes; the plan, timings and questions are in `slides/README.md`.", "notes")]
     for chapter, notebook in zip(lecture.chapters, chapters, strict=True):
-        shown = [c for c in notebook["cells"] if not _exercise_name(c) and not _is_review(c)]
+        shown = _without_exercises(notebook["cells"])
         if shown and _slide_type(shown[0]) not in ("slide", "subslide"):
             shown[0] = {**shown[0], "metadata": {**shown[0].get("metadata", {}), "slideshow": {"slide_type": "slide"}}}
         cells += copy.deepcopy(shown)

@@ -187,9 +187,6 @@ def test_chapter_deck_offline_in_chromium(context, chapter_deck, screenshot):
     assert refused == [], f"the deck asked the network for {refused}"
 
 
-@pytest.mark.xfail(strict=True, reason="chapter decks still carry slides taller than a 1280×720 screen "
-                                       "(listed by title in the warnings summary); lecture decks are held "
-                                       "to it in test_lecture_deck_offline_in_chromium")
 def test_chapter_deck_slides_fit_a_1280x720_screen(context, chapter_deck, screenshot):
     page, refused = open_deck(context, chapter_deck)
     offenders = overflowing(page)
