@@ -10,10 +10,10 @@ __version__ = "0.1.0"
 
 SUBMODULES = (
     "batch", "best_of_n", "cli_stages", "config", "constitution", "data", "distributed", "dpo", "eval",
-    "exercises", "kernels",
+    "exercises", "grpo", "kernels",
     "labelers", "labelstore", "logprobs", "losses", "models", "nbtools", "ppo", "pretrain", "prm",
     "rejection_sampling", "reward", "rlaif", "sampling", "scoring", "sft", "slides", "theory", "training",
-    "utils", "widgets", "worlds", "zoo",
+    "utils", "verifiers", "widgets", "worlds", "zoo",
 )
 
 
