@@ -139,6 +139,9 @@ def deck_notebook(notebook: dict) -> dict:
             if is_exercise(cell):  # the audience sees the task as students get it, not its solution
                 source = remove_solutions(source)
                 cell["outputs"] = []
+                if kind in ("-", "fragment"):  # the stub gets a slide of its own, under the task's text
+                    cell["metadata"]["slideshow"] = {"slide_type": "subslide"}
+                    kind = "subslide"
             cell["source"] = strip_asserts(source)
             if any("image/png" in output.get("data", {}) for output in cell.get("outputs", [])):
                 # a figure's slide shows the figure; the code that drew it stays in the notebook
