@@ -21,3 +21,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if hasattr(item, "output_timeout"):  # an nbval notebook cell
             item.output_timeout = OUTPUT_TIMEOUT_S
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print each chapter's total run time (the sum of its cells) and the total, slowest first."""
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call" or not hasattr(report, "duration"):
+                continue
+            chapter = report.nodeid.split("::")[0]
+            if chapter.endswith(".ipynb"):
+                totals[chapter] = totals.get(chapter, 0.0) + report.duration
+    if not totals:
+        return
+    terminalreporter.section("seconds per chapter")
+    for chapter, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f} s  {chapter}")
+    terminalreporter.write_line(f"{sum(totals.values()):8.1f} s  total ({len(totals)} chapters)")
