@@ -103,7 +103,7 @@ def rejection_sampling_stage(task: str, profile: Profile, out: Path) -> dict:
 
 
 def rlaif_stage(task: str, profile: Profile, out: Path) -> dict:
-    """The RLAIF policy, and how well its AI labeler agrees with gold.
+    """The RLAIF policy, and how well its rubric judge agrees with gold.
 
     Copies the cached RLAIF policy (DPO on the SFT policy's samples, labelled by chapter 14's
     constitutional judge; ``zoo.rlaif.rlaif_policy``) with its DPO metrics into ``out``, then relabels
@@ -147,7 +147,7 @@ def eval_stage(task: str, profile: Profile, out: Path, args: argparse.Namespace)
     * ``leaderboard``: the Bradley-Terry arena of all pairwise gold battles (intervals resampled
       by prompt);
     * ``ai_judge_vs_sft`` (assistant world): the AlpacaEval-style win rate against SFT judged by
-      chapter 14's constitutional AI judge, raw and length-controlled, with the judge's length
+      chapter 14's rubric judge (the constitution's rubrics), raw and length-controlled, with its length
       coefficient;
     * ``mt_bench``: two-turn 1-10 scores of each policy (best-of-N, not a single model, is left out)
       on the first 120 prompts.

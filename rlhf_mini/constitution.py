@@ -1,4 +1,4 @@
-"""Constitutional AI and RLAIF: preference labels from an AI judge that follows written principles.
+"""Constitutional AI and RLAIF: preference labels from a judge that applies written principles.
 
 Bai et al. (2022) replace human harmlessness labels with an AI feedback model that is shown a
 principle ("Choose the response that is less harmful") and asked which of two responses complies

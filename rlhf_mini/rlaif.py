@@ -1,4 +1,4 @@
-"""RLAIF: the DPO recipe with an AI judge in place of the human labeler (Bai et al. 2022; Lee et al. 2023).
+"""RLAIF: the DPO recipe with a judge's labels in place of the human labeler (Bai et al. 2022; Lee et al. 2023).
 
 Constitutional AI's second phase replaces human comparisons with a model's verdicts against a
 written constitution. This file holds the two judges of chapter 14.

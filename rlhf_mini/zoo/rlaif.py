@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,22 @@ MODEL_JUDGE_STEPS = 300
 """its optimizer steps (batch 32 on the cpu profile: 1.6 epochs)"""
 
 
+def build_seconds(folder: Path) -> float | None:
+    """How long the artifact in ``folder`` took to build, the artifacts it starts from already cached
+    (wall-clock seconds on the machine that built it; ``None`` when the artifact did not record it)."""
+    path = folder / "build.json"
+    return json.loads(path.read_text())["seconds"] if path.exists() else None
+
+
+def _timed(build: Callable[[Path], None]) -> Callable[[Path], None]:
+    # records the build's wall-clock time next to the artifact (``build_seconds``)
+    def timed(folder: Path) -> None:
+        start = time.perf_counter()
+        build(folder)
+        (folder / "build.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return timed
+
+
 def cached_ai_judge(profile: Profile | None = None, seed: int = 0) -> ConstitutionalJudge:
     """The rubric judge of chapter 14, reading honesty from the cached base model."""
     base, tok = cached_base_model(profile or get_profile())
@@ -85,23 +103,23 @@ def rlaif_policy_path(task: str = "assistant", profile: Profile | None = None, b
            "honesty_threshold": HONESTY_THRESHOLD, "n_prompts": n_prompts, **asdict(config)}
     modules = [sys.modules[__name__], rlaif, constitution, dpo, batch, data, logprobs, losses, models, sampling,
                training]
-    return cached(f"rlaif-{task}-{profile.name}", key, modules, build)
+    return cached(f"rlaif-{task}-{profile.name}", key, modules, _timed(build))
 
 
 def rlaif_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5):
-    """The RLAIF policy and its tokenizer (cached): DPO on AI-labelled pairs of the SFT policy's samples."""
+    """The RLAIF policy and its tokenizer (cached): DPO on rubric-labelled pairs of the SFT policy's samples."""
     return load_policy(rlaif_policy_path(task, profile, beta))
 
 
 def rlaif_metrics(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5) -> dict[str, Any]:
-    """The DPO step metrics (``steps``) and the AI labels' agreement with gold (``labels``)."""
+    """The DPO step metrics (``steps``) and the rubric judge's labels' agreement with gold (``labels``)."""
     folder = rlaif_policy_path(task, profile, beta)
     return {"steps": json.loads((folder / "metrics.json").read_text()),
             "labels": json.loads((folder / "labels.json").read_text())}
 
 
 def rlaif_pairs(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5) -> list[dict[str, Any]]:
-    """The AI-labelled pairs that trained the RLAIF policy (gold values kept for checking)."""
+    """The rubric-labelled pairs that trained the RLAIF policy (gold values kept for checking)."""
     return json.loads((rlaif_policy_path(task, profile, beta) / "pairs.json").read_text())
 
 
@@ -113,7 +131,7 @@ def rlaif_pairs(task: str = "assistant", profile: Profile | None = None, beta: f
 def human_label_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5) -> Path:
     """The folder of the DPO policy trained on the RLAIF policy's pairs, labelled by the simulated
     human (``labelers.SimulatedLabeler``: the gold utility with Bradley–Terry noise at temperature
-    0.5, the labeler of the shipped preference files) instead of the AI judge."""
+    0.5, the labeler of the shipped preference files) instead of the rubric judge."""
     if task != "assistant":
         raise ValueError(f"the constitution is written for the assistant world; got task={task!r}")
     profile = profile or get_profile()
@@ -134,7 +152,7 @@ def human_label_policy_path(task: str = "assistant", profile: Profile | None = N
     key = {"task": task, "sft": sft_policy_path(task, profile).name, "pairs": "on-policy, human-labelled",
            "labeler_temperature": SimulatedLabeler.temperature, "n_prompts": n_prompts, **asdict(config)}
     modules = [sys.modules[__name__], labelers, dpo, batch, data, logprobs, losses, models, sampling, training]
-    return cached(f"dpo-human-labels-{task}-{profile.name}", key, modules, build)
+    return cached(f"dpo-human-labels-{task}-{profile.name}", key, modules, _timed(build))
 
 
 def human_label_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5):
@@ -180,7 +198,7 @@ def model_judge_path(profile: Profile | None = None) -> Path:
 
     key = {"sft": sft_policy_path("assistant", profile).name, "n_pairs": MODEL_JUDGE_PAIRS, **asdict(config)}
     modules = [sys.modules[__name__], constitution, reward, scoring, losses, models, training]
-    return cached(f"model-judge-{profile.name}", key, modules, build)
+    return cached(f"model-judge-{profile.name}", key, modules, _timed(build))
 
 
 def model_judge(principles: list[str] | None = None, profile: Profile | None = None, seed: int = 0) -> ModelJudge:
@@ -213,7 +231,7 @@ def model_judge_policy_path(task: str = "assistant", profile: Profile | None = N
     key = {"task": task, "sft": sft_policy_path(task, profile).name, "judge": judge_path.name,
            "pairs": "on-policy, model-judge-labelled", "n_prompts": n_prompts, **asdict(config)}
     modules = [sys.modules[__name__], rlaif, dpo, batch, data, logprobs, losses, models, sampling, training]
-    return cached(f"rlaif-model-judge-{task}-{profile.name}", key, modules, build)
+    return cached(f"rlaif-model-judge-{task}-{profile.name}", key, modules, _timed(build))
 
 
 def model_judge_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5):
