@@ -60,7 +60,7 @@ def test_eval_stage_ranks_every_policy(tmp_path):
     # every stage's policy beats the pretrained model it started from, by the gold reward
     assert all(board[name]["elo"] > board["base"]["elo"] for name in board if name != "base")
     assert all(metrics["win_rate_vs_sft"][name]["win_rate"] > 0.5 for name in ["ppo", "dpo", "best-of-16"])
-    # chapter 14's AI judge agrees on the direction: the aligned policies above SFT, base below,
+    # chapter 14's rubric judge agrees on the direction: the aligned policies above SFT, base below,
     # with and without length control
     judged = metrics["ai_judge_vs_sft"]
     assert set(judged) == set(metrics["win_rate_vs_sft"])

@@ -12,7 +12,7 @@ guards against that without one:
   (``profile.replace(n_layer=1)``) runs ONE optimizer step of every training stage with the
   package's real trainers and the gpu profile's configs (``*.from_profile``): SFT, the
   Bradley–Terry reward model, PPO, DPO, the PRM verifier, rejection sampling's fine-tune and RLAIF
-  (DPO on AI-judged pairs). Each step must give a finite loss and move every parameter while
+  (DPO on rubric-judged pairs). Each step must give a finite loss and move every parameter while
   keeping its dtype and shape. Where a stage accepts long inputs, one row fills the whole 256-token
   context, so the last position embedding (255) is used.
 

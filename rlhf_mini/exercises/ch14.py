@@ -1,4 +1,4 @@
-"""Chapter 14 (Constitutional AI): the AI judge's preference from rubric scores, and one pass of
+"""Chapter 14 (Constitutional AI): the rubric judge's preference from rubric scores, and one pass of
 critique-and-revise over a constitution."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _judge_missing_weight_zero(scores_a, scores_b, weights, temperature):
 register(Exercise(
     name="judge_probability",
     chapter="14",
-    summary="the AI judge's P(a ≻ b) = σ(Σ_p w_p (s_p(a) − s_p(b)) / T) from per-principle rubric scores",
+    summary="the rubric judge's P(a ≻ b) = σ(Σ_p w_p (s_p(a) − s_p(b)) / T) from per-principle rubric scores",
     reference=_judge_reference,
     cases=_judge_cases,
     wrong=(_judge_sign_flipped, _judge_without_temperature, _judge_missing_weight_zero),
