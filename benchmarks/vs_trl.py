@@ -1,8 +1,9 @@
-"""The course's DPO and reward-model steps against TRL's, on the same model, data and batches.
+"""The course's DPO, reward-model and GRPO steps against TRL's, on the same model, data and batches.
 
     pip install -e ".[bench]"            # TRL, for this script only (never a course dependency)
-    python benchmarks/vs_trl.py                       # DPO and reward model, 20 timed steps each
+    python benchmarks/vs_trl.py                       # DPO and reward model 20 timed steps each, GRPO 10
     python benchmarks/vs_trl.py --tasks dpo --steps 40 --no-memory
+    python benchmarks/vs_trl.py --tasks grpo --threads 1 --num-generations 4
 
 Both sides start from the same weights (the zoo's cpu-profile base model and its tokenizer), see
 the same shipped preference pairs in the same minibatches (``training.batch_indices``; TRL's
@@ -41,14 +42,47 @@ setup, with glibc told to map every block over 1 MiB fresh (see ``benchmarks/tra
 counts everything a step allocates (activations, gradients, AdamW's moments on the first step,
 allocator overhead), not tensors alone.
 
-GRPO against ``GRPOTrainer`` is measured only once the course has a GRPO trainer
-(``rlhf_mini.grpo``); otherwise the table says so.
+GRPO against ``GRPOTrainer``: both start from chapter 13's starting policy (the zoo's arithmetic
+SFT model, ``zoo.grpo.start_policy``) and its tokenizer, draw the same problems each step (the ones
+``grpo.draw_step_batch`` picks; TRL gets each G times, as its ``RepeatSampler`` lays them out), and
+score with the same verifier (``verifiers.exact_match``; TRL's reward function receives the raw
+problem as a dataset column). The chapter's ``GRPOConfig`` is cut to a short run that TRL's
+``GRPOConfig`` matches field by field: G completions (``--num-generations``, 8) of each of
+``--prompts-per-step`` (8) problems at temperature 1, at most
+``max_completion_length`` tokens each, one update per sampled batch (``num_iterations=1``), β = 0,
+ε = 0.2, ``loss_type="grpo"``, group-scaled advantages, the chapter's learning rate, gradient
+clipping at 1.0, Adam without weight decay, fp32, no gradient checkpointing, on the CPU. Ours is
+``grpo.train_grpo`` itself: its ``eval_fn`` hook, called after each of its steps, runs TRL's step,
+so the two alternate. One *step*, on each side:
+
+* ours: sample (``sampling.generate``: a plain KV-cache loop, left-padded prompts, stopping when
+  every row has emitted EOS), score, group advantages, then three passes over the batch: the frozen
+  reference's log-probs (computed at β = 0 too, for the logged KL), the sampling policy's log-probs
+  and entropy (π_old, under ``no_grad``), and the policy's forward and backward; optimizer step;
+  the logged metrics. Position ids come from the attention mask.
+* TRL: sample (``model.generate``: left-padded prompts, the same stopping), score, advantages, one
+  forward and backward (its fused LM head also computes the per-token entropy). With
+  ``num_iterations=1`` and one step per generation it computes no old log-probs (π_old is the
+  detached π_θ) and, with β = 0, no reference pass; optimizer step; its metrics and logs. Its
+  scoring forward passes no position ids, so a left-padded prompt is scored at positions shifted
+  by its padding (harmless for rotary models; GPT-2's positions are learned and absolute).
+
+Each side samples its own completions (different random streams), so a step's time moves with its
+completion lengths; the medians over the steps compare the two. Losses: at μ = 1 the ratio is 1 and
+the loss is minus the mean advantage, ≈ 0 on both sides, so the check compares gradients instead:
+one batch that ours sampled, fed to both losses (same weights, completions and advantages), its
+gradients compared by the relative norm of their difference: on problems whose prompts are equally
+long (no prompt padding), on mixed lengths, and on mixed lengths with TRL's model given the
+positions ours uses, which shows where a difference comes from. TRL's advantages of its last batch
+are also checked against ``grpo.group_advantages`` of its rewards. Peak memory as above (the
+reference copy ours keeps is made before the measured steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -67,7 +101,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
-from rlhf_mini import zoo  # noqa: E402
+from rlhf_mini import grpo, verifiers, zoo  # noqa: E402
 from rlhf_mini.batch import collate_preferences, tokenize_preferences  # noqa: E402
 from rlhf_mini.config import get_profile  # noqa: E402
 from rlhf_mini.data import preference_pairs  # noqa: E402
@@ -78,15 +112,25 @@ from rlhf_mini.dpo import (  # noqa: E402
     precompute_ref_logps,
     tokenize_preference_pairs,
 )
+from rlhf_mini.grpo import GroupBatch, group_advantages, policy_gradient_loss, train_grpo  # noqa: E402
+from rlhf_mini.logprobs import token_logprobs  # noqa: E402
 from rlhf_mini.losses import bradley_terry_loss  # noqa: E402
-from rlhf_mini.models import ScalarHeadModel, reference_copy  # noqa: E402
+from rlhf_mini.models import (  # noqa: E402
+    ScalarHeadModel,
+    disable_dropout,
+    position_ids_from_mask,
+    reference_copy,
+)
 from rlhf_mini.reward import RewardConfig, _scores  # noqa: E402
 from rlhf_mini.training import batch_indices, fused_gelu, optimizer_step  # noqa: E402
 from rlhf_mini.worlds import get_world  # noqa: E402
+from rlhf_mini.zoo import grpo as grpo_zoo  # noqa: E402
 
 TASKS = ("dpo", "reward", "grpo")
-SIDES = {"dpo": ("ours", "trl", "ours+ref", "trl+ref"), "reward": ("ours", "trl")}
+SIDES = {"dpo": ("ours", "trl", "ours+ref", "trl+ref"), "reward": ("ours", "trl"), "grpo": ("ours", "trl")}
 FIRST_STEP_RTOL, LATER_STEPS_RTOL = 1e-5, 1e-3
+GRAD_RTOL = 1e-4
+"""GRPO: the two gradients of one batch agree to this (relative norm of their difference)"""
 
 
 def _rss_kib(field: str) -> int:
@@ -297,6 +341,238 @@ def trl_reward(s: Setup, lr: float, steps: int, out: str, same_activation: bool,
 
 
 # --------------------------------------------------------------------------------------------
+# GRPO
+# --------------------------------------------------------------------------------------------
+
+
+class GRPOSetup:
+    """Chapter 13's starting policy (the zoo's arithmetic SFT model) and its tokenizer, a pool of
+    arithmetic problems, the exact-match verifier, and the chapter's ``GRPOConfig`` cut to a short
+    run: G completions of each of ``prompts_per_step`` problems, one update per batch (μ = 1), β = 0."""
+
+    def __init__(self, num_generations: int, prompts_per_step: int, n_prompts: int = 256):
+        self.profile = get_profile("cpu")
+        self.policy, self.tokenizer = grpo_zoo.start_policy(self.profile)
+        disable_dropout(self.policy).eval()
+        self.world = get_world("arithmetic")
+        self.prompts = self.world.prompts(n_prompts, seed=0)
+        self.index = {p: i for i, p in enumerate(self.prompts)}
+        self.config = grpo_zoo.grpo_config(self.profile, "grpo", num_generations=num_generations,
+                                           prompts_per_step=prompts_per_step, num_iterations=1, beta=0.0,
+                                           temperature=1.0)
+
+    def text_dataset(self):
+        from datasets import Dataset
+        return Dataset.from_list([{"prompt": self.world.format_prompt(p), "problem": p} for p in self.prompts])
+
+
+def exact_match_reward(prompts: list[str], completions: list[str], problem: list[str], **kwargs) -> list[float]:
+    """``verifiers.exact_match`` as a TRL reward function: TRL passes the dataset's other columns
+    (here the raw ``problem``) as keyword arguments."""
+    return verifiers.exact_match(problem, completions)
+
+
+class _TimedSampling:
+    """Inside it, ``grpo.generate`` (the sampling loop ``sample_groups`` calls) records the prompts
+    and seconds of each call: the prompts go to TRL's step, the seconds split our step's time."""
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], float]] = []
+
+    def __enter__(self):
+        self._generate = grpo.generate
+
+        def timed(model, tokenizer, prompts, **kw):
+            t0 = time.perf_counter()
+            out = self._generate(model, tokenizer, prompts, **kw)
+            self.calls.append((list(prompts), time.perf_counter() - t0))
+            return out
+
+        grpo.generate = timed
+        return self
+
+    def __exit__(self, *exc):
+        grpo.generate = self._generate
+
+
+class TRLGRPOSide(TRLSide):
+    """``GRPOTrainer`` a step at a time: ``training_step`` on the step's G × prompts rows (each
+    problem G times, as its ``RepeatSampler`` lays them out) samples, scores, computes the
+    advantages and the loss, and backpropagates; then clipping and the optimizer, as ``TRLSide``."""
+
+    def __init__(self, trainer, steps: int, num_generations: int):
+        super().__init__(trainer, steps)
+        self.num_generations = num_generations
+        self.sample_s: list[float] = []
+        generate = trainer._generate_single_turn
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            out = generate(*a, **kw)
+            self.sample_s.append(time.perf_counter() - t0)
+            return out
+
+        trainer._generate_single_turn = timed
+
+    def step(self, rows: list[int]) -> float:
+        t = self.trainer
+        examples = [t.train_dataset[i] for i in rows for _ in range(self.num_generations)]
+        loss = t.training_step(self.model, examples, None)
+        t._get_grad_norm(self.model, grad_norm=t._clip_grad_norm(self.model))
+        t.optimizer.step()
+        t.lr_scheduler.step()
+        self.model.zero_grad()
+        t.state.global_step += 1
+        return float(loss)
+
+
+def trl_grpo(gs: GRPOSetup, steps: int, out: str) -> TRLGRPOSide:
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+    c = gs.config
+    args = _trl_args(TRLGRPOConfig, out, per_device_train_batch_size=c.num_generations * c.prompts_per_step,
+                     num_generations=c.num_generations, max_completion_length=c.max_completion_length,
+                     temperature=c.temperature, top_p=1.0, top_k=0, num_iterations=c.num_iterations, beta=c.beta,
+                     epsilon=c.epsilon, loss_type=c.loss_type, scale_rewards=c.scale_rewards,
+                     learning_rate=c.learning_rate, max_grad_norm=c.max_grad_norm, disable_dropout=True,
+                     log_completions=False)
+    policy = copy.deepcopy(gs.policy).train()
+    t0 = time.perf_counter()
+    trainer = GRPOTrainer(model=policy, reward_funcs=exact_match_reward, args=args, train_dataset=gs.text_dataset(),
+                          processing_class=copy.deepcopy(gs.tokenizer))
+    side = TRLGRPOSide(trainer, steps, c.num_generations)
+    side.setup_s = time.perf_counter() - t0
+    return side
+
+
+def _trl_grpo_inputs(b: GroupBatch, advantages: torch.Tensor, pad_id: int) -> dict:
+    """Our sampled batch (prompt and completion in one left-padded row) in ``GRPOTrainer``'s
+    layout: prompts left-padded, completions right-padded, as ``_generate_and_score_completions`` returns."""
+    from trl.trainer.utils import pad
+    prompts, completions = [], []
+    for ids, attn, comp in zip(b.input_ids, b.attention_mask.bool(), b.completion_mask.bool()):
+        prompts.append(ids[attn & ~comp])
+        completions.append(ids[comp])
+    completion_mask = pad([torch.ones_like(r) for r in completions], padding_value=0, padding_side="right")
+    return {"prompt_ids": pad(prompts, padding_value=pad_id, padding_side="left"),
+            "prompt_mask": pad([torch.ones_like(r) for r in prompts], padding_value=0, padding_side="left"),
+            "completion_ids": pad(completions, padding_value=pad_id, padding_side="right"),
+            "completion_mask": completion_mask, "advantages": advantages,
+            "num_items_in_batch": completion_mask.sum()}
+
+
+def _flat_grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for _, p in sorted(model.named_parameters()) if p.grad is not None])
+
+
+def grpo_same_batch(gs: GRPOSetup, trainer, prompts: list[str], positions_from_mask: bool = False) -> dict:
+    """Both losses on one batch that ours sampled (same weights, same completions, same advantages):
+    the loss values, the relative difference of the two gradients, and the largest difference of
+    the completion tokens' log-probs. ``positions_from_mask`` gives TRL's model the position ids
+    that ours uses (cumsum of the attention mask), for this check only."""
+    c = gs.config
+    policy = copy.deepcopy(gs.policy)
+    b = grpo.sample_groups(policy, gs.tokenizer, gs.world, prompts, verifiers.exact_match, c, seed=1)
+    advantages = group_advantages(b.rewards, c.num_generations, c.scale_rewards)
+    mask = b.completion_mask.bool()
+    policy.train()
+    with torch.no_grad():
+        old = token_logprobs(policy, b.input_ids, b.attention_mask, temperature=c.temperature)
+    logps = token_logprobs(policy, b.input_ids, b.attention_mask, temperature=c.temperature)
+    loss = policy_gradient_loss(logps, old, advantages, mask, beta=0.0, eps_low=c.epsilon, eps_high=c.epsilon,
+                                loss_type=c.loss_type)
+    loss.backward()
+    ours_grad = _flat_grad(policy)
+
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    inputs = _trl_grpo_inputs(b, advantages, gs.tokenizer.pad_token_id)
+    backbone = model.base_model
+    if positions_from_mask:
+        forward = backbone.forward
+
+        def with_positions(*a, attention_mask=None, position_ids=None, **kw):
+            if position_ids is None and attention_mask is not None:
+                position_ids = position_ids_from_mask(attention_mask)
+            return forward(*a, attention_mask=attention_mask, position_ids=position_ids, **kw)
+
+        backbone.forward = with_positions
+    try:
+        trl_loss = trainer.compute_loss(model, inputs)
+        trl_loss.backward()
+        trl_grad = _flat_grad(model)
+        with torch.no_grad():
+            ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+            attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+            trl_logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, attn,
+                                                                         inputs["completion_ids"].shape[1])
+    finally:
+        model.zero_grad(set_to_none=True)
+        if positions_from_mask:
+            del backbone.forward
+    dlogp = (logps.detach()[mask] - trl_logps[inputs["completion_mask"].bool()]).abs().max()
+    return {"loss": (float(loss.detach()), float(trl_loss.detach())),
+            "grad_rel": float((ours_grad - trl_grad).norm() / trl_grad.norm()), "dlogp": float(dlogp),
+            "prompt_lengths": sorted({int(n) for n in (b.attention_mask.sum(1) - b.completion_mask.sum(1)).tolist()})}
+
+
+def _same_length_prompts(gs: GRPOSetup, n: int) -> tuple[list[str], list[str]]:
+    """``n`` problems whose prompts are all as long (the commonest length), and the first ``n`` of the pool."""
+    lengths = [len(gs.tokenizer(gs.world.format_prompt(p), add_special_tokens=False)["input_ids"]) for p in gs.prompts]
+    common = max(set(lengths), key=lengths.count)
+    return [p for p, n_tok in zip(gs.prompts, lengths) if n_tok == common][:n], gs.prompts[:n]
+
+
+def run_grpo(gs: GRPOSetup, warmup: int, steps: int, out: str) -> dict:
+    """``train_grpo`` itself for ``warmup + steps`` steps; after each of its steps (its ``eval_fn``
+    hook) TRL takes its step on the same problems, so the two alternate step by step."""
+    trl = trl_grpo(gs, warmup + steps, os.path.join(out, "grpo-trl"))
+    c, g = gs.config, gs.config.num_generations
+    same, mixed = _same_length_prompts(gs, c.prompts_per_step)
+    checks = {"same length": grpo_same_batch(gs, trl.trainer, same),
+              "mixed lengths": grpo_same_batch(gs, trl.trainer, mixed),
+              "mixed lengths, TRL given positions from the mask": grpo_same_batch(gs, trl.trainer, mixed, True)}
+    policy = copy.deepcopy(gs.policy)
+    ref = reference_copy(policy)  # train_grpo's default reference, made here to keep it out of step 1
+    times: dict[str, list[float]] = {"ours": [], "trl": []}
+    losses: dict[str, list[float]] = {"ours": [], "trl": []}
+    trl_stats: list[dict] = []
+    same_prompts = True
+    mark = [0.0]
+
+    def after_our_step(_policy) -> dict:
+        times["ours"].append(time.perf_counter() - mark[0])
+        problems = sampling.calls[-1][0][::g]
+        rows = [gs.index[p] for p in problems]
+        nonlocal same_prompts
+        same_prompts &= [gs.prompts[i] for i in rows for _ in range(g)] == sampling.calls[-1][0]
+        t0 = time.perf_counter()
+        losses["trl"].append(trl.step(rows))
+        times["trl"].append(time.perf_counter() - t0)
+        m = trl.trainer._metrics["train"]
+        trl_stats.append({"reward": m["reward"][-1], "completion_length": m["completions/mean_length"][-1]})
+        mark[0] = time.perf_counter()
+        return {}
+
+    with _TimedSampling() as sampling:
+        mark[0] = time.perf_counter()
+        _, metrics = train_grpo(dataclasses.replace(c, max_steps=warmup + steps), policy, gs.tokenizer, gs.world, gs.prompts, verifiers.exact_match,
+                                ref_policy=ref, eval_fn=after_our_step, eval_every=1, progress=False)
+    losses["ours"] = [m["loss"] for m in metrics]
+    logs = trl.trainer._logs  # the last step's rewards and advantages, as TRL computed them
+    rewards = torch.tensor(list(logs["rewards"]["exact_match_reward"]))
+    adv_diff = float((group_advantages(rewards, g, c.scale_rewards) - torch.tensor(list(logs["advantages"]))).abs().max())
+    timed = slice(warmup, None)
+    return {"times": {k: v[timed] for k, v in times.items()}, "losses": losses,
+            "sample_s": {"ours": [s for _, s in sampling.calls][timed], "trl": trl.sample_s[timed]},
+            "reward": {"ours": [m["reward"] for m in metrics][timed], "trl": [r["reward"] for r in trl_stats][timed]},
+            "length": {"ours": [m["completion_length"] for m in metrics][timed],
+                       "trl": [r["completion_length"] for r in trl_stats][timed]},
+            "checks": checks, "advantage_diff": adv_diff, "same_prompts": same_prompts,
+            "setup_s": {"trl": trl.setup_s}}
+
+
+# --------------------------------------------------------------------------------------------
 # Timing, alternating, and the checks
 # --------------------------------------------------------------------------------------------
 
@@ -338,10 +614,12 @@ def run_task(task: str, s: Setup, warmup: int, steps: int, out: str, same_activa
             "setup_s": {name: getattr(side, "setup_s", 0.0) for name, side in sides.items()}}
 
 
-def memory_worker(task: str, side: str, n_pairs: int, batch_size: int, steps: int, same_activation: bool) -> dict:
-    s = Setup(n_pairs, batch_size)
+def memory_worker(task: str, side: str, args, steps: int) -> dict:
+    if task == "grpo":
+        return grpo_memory_worker(side, args, steps)
+    s = Setup(args.pairs, args.batch_size)
     with tempfile.TemporaryDirectory() as out:
-        trainer = build(task, side, s, steps, out, {}, same_activation)
+        trainer = build(task, side, s, steps, out, {}, args.trl_fused_gelu)
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
         before = _rss_kib("VmRSS")
@@ -351,10 +629,34 @@ def memory_worker(task: str, side: str, n_pairs: int, batch_size: int, steps: in
     return {"peak_mib": (peak - before) / 1024}
 
 
+def grpo_memory_worker(side: str, args, steps: int) -> dict:
+    gs = GRPOSetup(args.num_generations, args.prompts_per_step)
+    c = dataclasses.replace(gs.config, max_steps=steps)
+    with tempfile.TemporaryDirectory() as out:
+        if side == "ours":
+            policy = copy.deepcopy(gs.policy)
+            ref = reference_copy(policy)
+        else:
+            trl = trl_grpo(gs, steps, out)
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+        before = _rss_kib("VmRSS")
+        if side == "ours":
+            train_grpo(c, policy, gs.tokenizer, gs.world, gs.prompts, verifiers.exact_match, ref_policy=ref,
+                       progress=False)
+        else:
+            for step in range(steps):
+                rng, _ = grpo._rng_for(c.seed, step * 1000)  # the problems draw_step_batch picks
+                trl.step([int(i) for i in rng.choice(len(gs.prompts), size=c.prompts_per_step)])
+        peak = _rss_kib("VmHWM")
+    return {"peak_mib": (peak - before) / 1024}
+
+
 def measure_memory(task: str, side: str, args) -> float | None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     cmd = [sys.executable, __file__, "--memory-worker", task, side, "--pairs", str(args.pairs),
-           "--batch-size", str(args.batch_size), "--threads", str(torch.get_num_threads())]
+           "--batch-size", str(args.batch_size), "--threads", str(torch.get_num_threads()),
+           "--num-generations", str(args.num_generations), "--prompts-per-step", str(args.prompts_per_step)]
     cmd += ["--trl-fused-gelu"] if args.trl_fused_gelu else []
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
@@ -390,6 +692,40 @@ def report(task: str, result: dict, memory: dict, check_steps: int) -> list[str]
     return lines
 
 
+def report_grpo(result: dict, memory: dict) -> tuple[list[str], list[str]]:
+    t = result["times"]
+    ratios = [a / b for a, b in zip(t["ours"], t["trl"])]
+    same = result["checks"]["same length"]
+    ok = same["grad_rel"] <= GRAD_RTOL
+    mem = (f"{memory['ours']:8.1f} {memory['trl']:8.1f}" if memory.get("ours") is not None
+           and memory.get("trl") is not None else f"{'-':>8} {'-':>8}")
+    line = (f"{'grpo':<7}{'sample G per problem, verify, 1 update':<48}{1e3 * statistics.median(t['ours']):9.1f} "
+            f"{1e3 * statistics.median(t['trl']):9.1f} {statistics.median(ratios):7.2f}   {mem}   "
+            f"{'yes' if ok else 'NO'} ({same['grad_rel']:.1e}, gradients of one batch of equal-length prompts)")
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(result[key][side])
+
+    rest = {side: statistics.median([a - b for a, b in zip(t[side], result["sample_s"][side])]) for side in t}
+    notes = [
+        f"grpo: of each step, sampling (median ms): ours {1e3 * med('ours', 'sample_s'):.1f}, "
+        f"TRL {1e3 * med('trl', 'sample_s'):.1f}; the rest (scoring, log-probs, backward, optimizer, "
+        f"metrics): ours {1e3 * rest['ours']:.1f}, TRL {1e3 * rest['trl']:.1f}",
+        f"grpo: timed steps' mean reward ours {statistics.mean(result['reward']['ours']):.3f}, "
+        f"TRL {statistics.mean(result['reward']['trl']):.3f}; completion tokens per row "
+        f"ours {statistics.mean(result['length']['ours']):.1f}, TRL {statistics.mean(result['length']['trl']):.1f} "
+        "(each side samples its own completions)",
+        f"grpo: same problems each step: {'yes' if result['same_prompts'] else 'NO'}; TRL's advantages of its "
+        f"last batch against group_advantages of its rewards: max |diff| {result['advantage_diff']:.1e}; "
+        f"TRL set-up {result['setup_s']['trl']:.2f} s",
+    ]
+    for name, c in result["checks"].items():
+        notes.append(f"grpo: one batch ours sampled, {name} (prompt tokens {c['prompt_lengths']}): loss ours "
+                     f"{c['loss'][0]:.2e}, TRL {c['loss'][1]:.2e}; gradients differ by {c['grad_rel']:.1e} "
+                     f"(relative); completion log-probs by at most {c['dlogp']:.1e} nats")
+    return [line], notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
@@ -397,6 +733,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (their losses are checked)")
     parser.add_argument("--pairs", type=int, default=512, help="preference pairs in the training set")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: the cpu profile's)")
+    parser.add_argument("--grpo-steps", type=int, default=10, help="GRPO: timed steps per side")
+    parser.add_argument("--grpo-warmup", type=int, default=2, help="GRPO: untimed steps first")
+    parser.add_argument("--num-generations", type=int, default=8, help="GRPO: G, completions per problem")
+    parser.add_argument("--prompts-per-step", type=int, default=8, help="GRPO: problems per step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--trl-fused-gelu", action="store_true",
@@ -407,6 +747,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.batch_size = args.batch_size or get_profile("cpu").batch_size
     warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # TRL calls renamed APIs
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     try:
@@ -417,23 +758,27 @@ def main() -> None:
 
     if args.memory_worker:
         task, side = args.memory_worker
-        print(json.dumps(memory_worker(task, side, args.pairs, args.batch_size, 4, args.trl_fused_gelu)))
+        print(json.dumps(memory_worker(task, side, args, 4)))
         return
     if importlib.util.find_spec("trl") is None:
         sys.exit("TRL is not installed: pip install -e '.[bench]' (or pip install -c constraints.txt trl)")
     import transformers
     import trl
 
-    s = Setup(args.pairs, args.batch_size)
+    s = Setup(args.pairs, args.batch_size) if set(args.tasks) - {"grpo"} else None
+    gs = GRPOSetup(args.num_generations, args.prompts_per_step) if "grpo" in args.tasks else None
     check_steps = min(5, args.warmup + args.steps)
     lines, notes = [], []
     with tempfile.TemporaryDirectory() as out:
         for task in args.tasks:
             if task == "grpo":
-                if importlib.util.find_spec("rlhf_mini.grpo") is None:
-                    lines.append(f"{'grpo':<7}{'not measured: the course has no GRPO trainer yet':<48}")
-                else:
-                    lines.append(f"{'grpo':<7}{'not measured: GRPO vs GRPOTrainer is not in this script yet':<48}")
+                print(f"grpo: {args.grpo_warmup} warm-up + {args.grpo_steps} timed steps per side, alternating ...",
+                      flush=True)
+                result = run_grpo(gs, args.grpo_warmup, args.grpo_steps, out)
+                memory = {} if args.no_memory else {side: measure_memory(task, side, args) for side in SIDES[task]}
+                more_lines, more_notes = report_grpo(result, memory)
+                lines += more_lines
+                notes += more_notes
                 continue
             print(f"{task}: {args.warmup} warm-up + {args.steps} timed steps per side, alternating ...", flush=True)
             result = run_task(task, s, args.warmup, args.steps, out, args.trl_fused_gelu)
@@ -445,9 +790,17 @@ def main() -> None:
                 f"{k} " + " ".join(f"{x:.6f}" for x in v[:3]) for k, v in result["losses"].items()))
 
     print(f"\ntorch {torch.__version__}, transformers {transformers.__version__}, TRL {trl.__version__}; "
-          f"CPU, {torch.get_num_threads()} threads; cpu-profile GPT-2 ({s.base.config.n_layer} layers, "
-          f"{s.base.config.n_embd} wide, vocabulary {s.base.config.vocab_size}); {args.batch_size} pairs per step "
-          f"({2 * args.batch_size} rows)")
+          f"CPU, {torch.get_num_threads()} threads")
+    if s is not None:
+        print(f"DPO, reward model: cpu-profile GPT-2 ({s.base.config.n_layer} layers, {s.base.config.n_embd} wide, "
+              f"vocabulary {s.base.config.vocab_size}); {args.batch_size} pairs per step ({2 * args.batch_size} rows)")
+    if gs is not None:
+        cfg = gs.policy.config
+        print(f"GRPO: chapter 13's start policy ({cfg.n_layer} layers, {cfg.n_embd} wide, vocabulary "
+              f"{cfg.vocab_size}); {args.prompts_per_step} problems × G = {args.num_generations} "
+              f"({args.prompts_per_step * args.num_generations} completions of up to "
+              f"{gs.config.max_completion_length} tokens) per step, temperature {gs.config.temperature}, "
+              f"learning rate {gs.config.learning_rate:g}")
     print(f"\n{'task':<7}{'what each side computes per step':<48}{'ours ms':>9} {'TRL ms':>9} "
           f"{'ours/TRL':>7}   {'peak MiB':>8} {'(TRL)':>8}   losses agree (worst rel. diff, "
           f"first {check_steps} steps)")
