@@ -264,7 +264,9 @@ class GRPOConfig:
     prompts_per_step: int = 16
     """prompts per step (TRL: generation_batch_size / num_generations); B = prompts × G"""
     num_iterations: int = 1
-    """μ: gradient steps on each sampled batch (1: π_old = π_θ, the ratio is 1 and nothing clips)"""
+    """μ: passes over each sampled batch (1 with one step per batch: π_old = π_θ, nothing clips)"""
+    steps_per_generation: int = 1
+    """optimizer steps per pass: the batch is shuffled and split into this many minibatches"""
     advantage_estimator: str = "grpo"
     """grpo (group_advantages), rloo, reinforce (A = r) or batch_mean (A = r − mean of the batch)"""
     scale_rewards: str = "group"
@@ -308,10 +310,13 @@ class GRPOConfig:
         return cls(**values)
 
     def validate(self) -> None:
-        for name in ("num_generations", "prompts_per_step", "num_iterations", "temperature", "learning_rate",
-                     "max_completion_length", "max_grad_norm"):
+        for name in ("num_generations", "prompts_per_step", "num_iterations", "steps_per_generation", "temperature",
+                     "learning_rate", "max_completion_length", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GRPOConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.steps_per_generation > self.num_generations * self.prompts_per_step:
+            raise ValueError(f"GRPOConfig.steps_per_generation ({self.steps_per_generation}) exceeds the "
+                             f"batch's {self.num_generations * self.prompts_per_step} completions")
         if self.num_generations < 2:
             raise ValueError(f"GRPOConfig.num_generations must be >= 2 (a group), got {self.num_generations}")
         choices = {"advantage_estimator": ADVANTAGE_ESTIMATORS, "scale_rewards": SCALES, "loss_type": LOSS_TYPES,
@@ -474,18 +479,19 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
                                                  return_entropy=True))
         policy.train()
         stats: dict[str, list[float]] = {}
-        for _ in range(config.num_iterations):
-            logps = token_logprobs(policy, ids, attn, temperature=config.temperature)
-            if not bool(loss_mask.any()):
-                break  # every completion filtered out: nothing to train on this step
-            loss, s = policy_gradient_loss(
-                logps, old_logps, advantages, loss_mask, ref_logps=ref_logps, beta=config.beta,
-                eps_low=config.epsilon, eps_high=eps_high, loss_type=config.loss_type,
-                max_completion_length=config.max_completion_length,
-                importance_sampling_level=config.importance_sampling_level, return_stats=True)
-            grad_norm = optimizer_step(optimizer, loss, params, config.max_grad_norm)
-            for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **s}.items():
-                stats.setdefault(k, []).append(float(v))
+        order = torch.from_numpy(np.random.default_rng([config.seed, step, 1]).permutation(len(b.rewards)))
+        for _ in range(config.num_iterations if bool(loss_mask.any()) else 0):  # all filtered out: no step
+            for rows in torch.tensor_split(order, config.steps_per_generation):
+                rows = rows.to(device)
+                logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
+                loss, s = policy_gradient_loss(
+                    logps, old_logps[rows], advantages[rows], loss_mask[rows], ref_logps=ref_logps[rows],
+                    beta=config.beta, eps_low=config.epsilon, eps_high=eps_high, loss_type=config.loss_type,
+                    max_completion_length=config.max_completion_length,
+                    importance_sampling_level=config.importance_sampling_level, return_stats=True)
+                grad_norm = optimizer_step(optimizer, loss, params, config.max_grad_norm)
+                for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **s}.items():
+                    stats.setdefault(k, []).append(float(v))
         lengths = mask.sum(1).float()
         zero_std = group_reward_std(b.rewards, g) == 0
         n_tok = mask.sum().clamp(min=1)
@@ -498,6 +504,7 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
             "sampled/reward": first["reward"],
             "completion_length": float(lengths.mean()),
             "completions/clipped_ratio": float(b.truncated.float().mean()),
+            # KL of the sampled batch to the reference; replaced below by the mean over the update steps, as TRL logs it
             "kl": float(torch.where(mask, kl_penalty(old_logps, ref_logps, "k3"), 0.0).sum() / n_tok),
             "entropy": float(torch.where(mask, entropy, 0.0).sum() / n_tok),
             **{k: float(np.mean(v)) for k, v in stats.items()},

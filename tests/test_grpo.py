@@ -259,3 +259,22 @@ def test_dynamic_sampling_keeps_only_groups_whose_rewards_differ(tiny_policy, ti
     _, metrics = train_grpo(config, tiny_policy, tiny_tokenizer, world, world.prompts(16), some_flat, progress=False)
     assert metrics[0]["sampled/frac_reward_zero_std"] > 0
     assert metrics[0]["frac_reward_zero_std"] == 0.0 and metrics[0]["sampling_rounds"] >= 2
+
+
+def test_steps_per_generation_takes_one_optimizer_step_per_minibatch(tiny_policy, tiny_tokenizer, monkeypatch):
+    import rlhf_mini.grpo as grpo_module
+
+    world, calls = get_world("arithmetic"), []
+    real_step = grpo_module.optimizer_step
+
+    def counting_step(optimizer, loss, params, max_grad_norm):
+        calls.append(float(loss.detach()))
+        return real_step(optimizer, loss, params, max_grad_norm)
+
+    monkeypatch.setattr(grpo_module, "optimizer_step", counting_step)
+    config = tiny_config(prompts_per_step=4, num_iterations=2, steps_per_generation=4, max_steps=1)
+    train_grpo(config, tiny_policy, tiny_tokenizer, world, world.prompts(8), digit_reward, progress=False)
+    assert len(calls) == 2 * 4  # μ passes × minibatches
+    with pytest.raises(ValueError, match="steps_per_generation"):
+        train_grpo(tiny_config(steps_per_generation=99), tiny_policy, tiny_tokenizer, world, world.prompts(4),
+                   digit_reward, progress=False)
