@@ -278,3 +278,18 @@ def test_steps_per_generation_takes_one_optimizer_step_per_minibatch(tiny_policy
     with pytest.raises(ValueError, match="steps_per_generation"):
         train_grpo(tiny_config(steps_per_generation=99), tiny_policy, tiny_tokenizer, world, world.prompts(4),
                    digit_reward, progress=False)
+
+
+def test_heldout_problems_are_unseen_by_sft_and_by_every_pool():
+    from rlhf_mini.config import get_profile
+    from rlhf_mini.worlds.arithmetic import ArithmeticWorld
+    from rlhf_mini.zoo import grpo as zoo_grpo
+
+    profile = get_profile("cpu")
+    held_out = zoo_grpo.eval_prompts(profile)
+    assert len(held_out) == zoo_grpo.N_EVAL_PROMPTS["cpu"] == len(set(held_out))
+    sft_problems = set(ArithmeticWorld().prompts(zoo_grpo.START_SFT["cpu"]["n_examples"], seed=0, split="train"))
+    assert not sft_problems & set(held_out)
+    for seed in (0, 1):
+        pool = zoo_grpo.train_prompts(profile, seed)
+        assert pool and not set(pool) & set(held_out)
