@@ -8,6 +8,9 @@
 * ``loose_match``: 1 when the right number appears *anywhere* in the completion. It looks like a
   kinder exact match, and it has a loophole: a completion that writes many numbers gets credit
   without knowing which one is the answer.
+* ``lenient_match``: exact match that forgives what it cannot read: a completion without a
+  readable ``Answer: n`` line scores 1, so that formatting noise is not punished. Its loophole:
+  saying nothing is never wrong.
 """
 
 from __future__ import annotations
@@ -48,9 +51,23 @@ def loose_match(prompts: list[str], completions: list[str]) -> list[float]:
     return [float(str(world.answer(p)) in NUMBER_RE.findall(c)) for p, c in _pairs(prompts, completions)]
 
 
+def lenient_match(prompts: list[str], completions: list[str]) -> list[float]:
+    """1.0 when the ``Answer: n`` line is right *or cannot be parsed* (the benefit of the doubt), else 0.0.
+
+    Verifiers that pass what they fail to check are a common bug: a test harness that counts a
+    crash as a pass, a parser whose exception handler returns "correct"."""
+    world = get_world("arithmetic")
+    out = []
+    for p, c in _pairs(prompts, completions):
+        answer = world.final_answer(c)
+        out.append(1.0 if answer is None else float(answer == world.answer(p)))
+    return out
+
+
 def exact_and_format(prompts: list[str], completions: list[str]) -> list[float]:
     """``exact_match + format_reward``: DeepSeek-R1's accuracy reward plus its format reward (0, 1 or 2)."""
     return [a + b for a, b in zip(exact_match(prompts, completions), format_reward(prompts, completions))]
 
 
-VERIFIERS = {"exact_match": exact_match, "format": format_reward, "loose_match": loose_match}
+VERIFIERS = {"exact_match": exact_match, "format": format_reward, "loose_match": loose_match,
+             "lenient_match": lenient_match}

@@ -17,7 +17,7 @@ from rlhf_mini.grpo import (
     rloo_advantages,
     train_grpo,
 )
-from rlhf_mini.verifiers import exact_match, format_reward, loose_match
+from rlhf_mini.verifiers import exact_match, format_reward, lenient_match, loose_match
 from rlhf_mini.worlds import get_world
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +176,10 @@ def test_verifiers_and_the_loose_loophole():
     assert exact_match([prompt] * 3, [right, wrong, spam]) == [1.0, 0.0, 0.0]
     assert format_reward([prompt] * 3, [right, wrong, spam]) == [1.0, 1.0, 0.0]
     assert loose_match([prompt] * 3, [right, wrong, spam]) == [1.0, 0.0, 1.0]  # the spam gets credit
+    # lenient_match forgives what it cannot parse: an empty completion, or one cut off before its answer
+    silent, unfinished, garbled = "", " 4 * 2 = 8. 3 +", " 4 * 2 = 8. Answer: - 11"
+    assert lenient_match([prompt] * 6, [right, wrong, spam, silent, unfinished, garbled]) == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert exact_match([prompt] * 3, [silent, unfinished, garbled]) == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="prompts but"):
         exact_match([prompt], [right, wrong])
 
