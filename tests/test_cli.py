@@ -141,9 +141,22 @@ def test_grpo_stage_writes_trl_metrics_and_a_checkpoint(tmp_path):
     assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
-def test_grpo_help_lists_the_methods():
-    result = run_cli("grpo", "--help")
-    assert result.returncode == 0 and "dr_grpo" in result.stdout and "--grpo-steps" in result.stdout
+def run_main(args, capsys) -> tuple[int, str, str]:
+    """``python -m rlhf_mini ARGS`` in this process: for argument checks, which end before any work,
+    a subprocess would spend its seconds importing torch (the stage tests above run the real command)."""
+    from rlhf_mini.__main__ import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_grpo_help_lists_the_methods(capsys):
+    code, out, _ = run_main(["grpo", "--help"], capsys)
+    assert code == 0 and "dr_grpo" in out and "--grpo-steps" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -158,6 +171,6 @@ def test_grpo_help_lists_the_methods():
     (["grpo", "--loss-type", "sigmoid", "--out", "x"], "--loss-type for the grpo stage must be one of"),
     (["dpo", "--loss-type", "dapo", "--out", "x"], "--loss-type for the dpo stage must be one of"),
 ])
-def test_bad_arguments_are_clear(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2 and message in result.stderr
+def test_bad_arguments_are_clear(args, message, capsys):
+    code, _, err = run_main(args, capsys)
+    assert code == 2 and message in err

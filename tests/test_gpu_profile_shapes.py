@@ -11,8 +11,8 @@ guards against that without one:
 * a stand-in of the same width, heads, vocabulary and context but one layer
   (``profile.replace(n_layer=1)``) runs ONE optimizer step of every training stage with the
   package's real trainers and the gpu profile's configs (``*.from_profile``): SFT, the
-  Bradley–Terry reward model, PPO, DPO, the PRM verifier, rejection sampling's fine-tune and RLAIF
-  (DPO on rubric-judged pairs). Each step must give a finite loss and move every parameter while
+  Bradley–Terry reward model, PPO, DPO, the PRM verifier, rejection sampling's fine-tune, RLAIF
+  (DPO on rubric-judged pairs) and GRPO (chapter 13's gpu recipe). Each step must give a finite loss and move every parameter while
   keeping its dtype and shape. Where a stage accepts long inputs, one row fills the whole 256-token
   context, so the last position embedding (255) is used.
 
@@ -359,5 +359,33 @@ def test_rlaif_step(standin, tokenizer):
     row = result.metrics[0]
     assert row["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert_finite(row["grad_norm"], row["logps/chosen"], row["logps/rejected"])
+    assert 0 < probe.max_position < standin.n_ctx
+    assert_stepped(before, policy)
+
+
+def test_grpo_step(standin, tokenizer):
+    """Chapter 13's gpu recipe (``zoo.grpo.CHAPTER_RECIPE["gpu"]``: G = 16, μ = 2) on 2 problems
+    instead of 64: sample with the profile's completion length, score, group advantages, two clipped
+    updates. The stand-in is untrained and never right, so the reward here is the completion's
+    length in characters: any reward that differs within a group gives the update a gradient."""
+    from rlhf_mini.grpo import train_grpo
+    from rlhf_mini.zoo import grpo as zoo_grpo
+
+    world = get_world("arithmetic")
+    policy = fresh_policy(standin, tokenizer)
+    config = zoo_grpo.grpo_config(standin, "grpo", prompts_per_step=2, max_steps=1)
+    assert (config.num_generations, config.num_iterations) == (16, 2)
+    assert config.max_completion_length == standin.max_new_tokens == 48
+
+    def length_reward(prompts: list[str], completions: list[str]) -> list[float]:
+        return [float(len(c)) for c in completions]
+
+    probe, before = PositionProbe(policy), snapshot(policy)
+    policy, metrics = train_grpo(config, policy, tokenizer, world, world.prompts(8, seed=0), length_reward,
+                                 progress=False)
+    row = metrics[0]
+    # completion_length/wrong averages the completions with reward 0: none under this reward (NaN)
+    assert_finite(*(v for k, v in row.items() if isinstance(v, float) and k != "completion_length/wrong"))
+    assert row["reward_std"] > 0 and 0 < row["completion_length"] <= config.max_completion_length
     assert 0 < probe.max_position < standin.n_ctx
     assert_stepped(before, policy)
