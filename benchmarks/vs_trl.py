@@ -235,8 +235,12 @@ class OursDPO:
             self.ref, s.tokenizer, s.world, s.pairs, self.config.max_length, progress=False)
         self.setup_s = time.perf_counter() - t0
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=lr, weight_decay=0.0)
-        for model in (self.policy, self.ref):  # train_dpo's `with fused_gelu(policy):`, for the whole run
-            fused_gelu(model).__enter__()
+        # train_dpo's `with fused_gelu(policy):`, for the whole run. The context managers are kept:
+        # one that is garbage-collected closes its generator, which puts the old activation back.
+        self._gelu = [fused_gelu(model) for model in (self.policy, self.ref)]
+        for context in self._gelu:
+            context.__enter__()
+        assert_fused(self.policy, self.ref)
 
     def batch(self, rows: list[int]):
         return collate_preferences(self.ids, rows, self.config.max_length, self.s.tokenizer.pad_token_id)
@@ -283,6 +287,13 @@ def trl_dpo(s: Setup, lr: float, beta: float, reference_each_step: bool, steps: 
 # --------------------------------------------------------------------------------------------
 
 
+def assert_fused(*models: torch.nn.Module) -> None:
+    """The models run ``training.fused_gelu``'s one-kernel activation (not GPT-2's seven operations)."""
+    unfused = [type(m).__name__ for model in models for m in model.modules() if type(m).__name__ == "NewGELUActivation"]
+    if unfused:
+        raise RuntimeError(f"{len(unfused)} GELU module(s) were not swapped by fused_gelu")
+
+
 class OursReward:
     """``reward.train_reward_model``'s loop body, one step at a time (constant learning rate here):
     the pairs tokenized once, each step padding its rows, the model inside ``training.fused_gelu``."""
@@ -296,7 +307,9 @@ class OursReward:
         self.ids = tokenize_preferences(s.tokenizer, [s.world.format_prompt(p["prompt"]) for p in s.pairs],
                                         [p["chosen"] for p in s.pairs], [p["rejected"] for p in s.pairs])
         self.setup_s = time.perf_counter() - t0
-        fused_gelu(self.model).__enter__()  # train_reward_model's `with fused_gelu(model):`, for the whole run
+        self._gelu = fused_gelu(self.model)  # train_reward_model's `with fused_gelu(model):`, kept for the run
+        self._gelu.__enter__()
+        assert_fused(self.model)
 
     def batch(self, rows: list[int]):
         return collate_preferences(self.ids, rows, self.config.max_length, self.s.tokenizer.pad_token_id)
