@@ -289,7 +289,9 @@ def trl_dpo(s: Setup, lr: float, beta: float, reference_each_step: bool, steps: 
 
 def assert_fused(*models: torch.nn.Module) -> None:
     """The models run ``training.fused_gelu``'s one-kernel activation (not GPT-2's seven operations)."""
-    unfused = [type(m).__name__ for model in models for m in model.modules() if type(m).__name__ == "NewGELUActivation"]
+    from transformers.activations import NewGELUActivation
+
+    unfused = [m for model in models for m in model.modules() if type(m) is NewGELUActivation]
     if unfused:
         raise RuntimeError(f"{len(unfused)} GELU module(s) were not swapped by fused_gelu")
 

@@ -12,8 +12,8 @@ guards against that without one:
   (``profile.replace(n_layer=1)``) runs ONE optimizer step of every training stage with the
   package's real trainers and the gpu profile's configs (``*.from_profile``): SFT, the
   Bradley–Terry reward model, PPO, DPO, the PRM verifier, rejection sampling's fine-tune, RLAIF
-  (DPO on rubric-judged pairs) and GRPO (chapter 13's gpu recipe). Each step must give a finite loss and move every parameter while
-  keeping its dtype and shape. Where a stage accepts long inputs, one row fills the whole 256-token
+  (DPO on rubric-judged pairs) and GRPO (chapter 13's gpu recipe). Each step must give a finite
+  loss and move every parameter while keeping its dtype and shape. Where a stage accepts long inputs, one row fills the whole 256-token
   context, so the last position embedding (255) is used.
 
 Batch sizes are smaller than the profile's (64 for SFT/RM/DPO, 128 for the verifier and the PPO
