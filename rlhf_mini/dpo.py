@@ -310,18 +310,36 @@ def on_policy_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tok
                     ) -> list[dict[str, Any]]:
     """Two samples of ``policy`` per prompt, labelled by the gold reward (the higher one is chosen).
 
-    Pairs whose two responses tie on gold (identical answers included) carry no preference and are
-    dropped, so fewer than ``len(prompts)`` pairs come back. This is the data the DPO paper's
-    experiments use: preferences over the reference policy's own samples. Off-policy pairs (the
-    shipped files) move the policy on text it would rarely write, and help much less here.
-
-    ``prefer(prompt, a, b) -> bool`` (True when ``a`` wins) replaces the gold labeler, e.g. an AI
-    judge's sampled verdict (RLAIF); then only identical responses are dropped, and the gold values
-    are kept in the records so that the labels can be checked against them.
+    This is the data the DPO paper's experiments use: preferences over the reference policy's own
+    samples. Off-policy pairs (the shipped files) move the policy on text it would rarely write, and
+    help much less here. ``label_response_pairs`` does the labelling (``prefer`` is explained there).
     """
+    responses = sample_response_pairs(policy, tokenizer, world, prompts, max_new_tokens=max_new_tokens, seed=seed,
+                                      temperature=temperature)
+    return label_response_pairs(world, prompts, responses, prefer)
+
+
+def sample_response_pairs(policy, tokenizer, world, prompts: list[str], *, max_new_tokens: int = 32, seed: int = 0,
+                          temperature: float = 1.0) -> list[str]:
+    """Two sampled responses of ``policy`` per prompt, in prompt order: ``[a_0, b_0, a_1, b_1, …]``."""
     formatted = [world.format_prompt(p) for p in prompts for _ in range(2)]
-    responses = generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
-                         batch_size=256, seed=seed, progress=False).responses
+    return generate(policy, tokenizer, formatted, max_new_tokens=max_new_tokens, temperature=temperature,
+                    batch_size=256, seed=seed, progress=False).responses
+
+
+def label_response_pairs(world, prompts: list[str], responses: list[str],
+                         prefer: Callable[[str, str, str], bool] | None = None) -> list[dict[str, Any]]:
+    """Preference records from two responses per prompt (``responses[2i]`` and ``responses[2i + 1]``
+    answer ``prompts[i]``): by default the one with the higher gold reward is chosen.
+
+    Pairs whose two responses tie on gold (identical answers included) carry no preference and are
+    dropped, so fewer than ``len(prompts)`` pairs come back. ``prefer(prompt, a, b) -> bool`` (True
+    when ``a`` wins) replaces the gold labeler, e.g. an AI judge's sampled verdict (RLAIF); then only
+    identical responses are dropped, and the gold values are kept in the records so that the labels
+    can be checked against them.
+    """
+    if len(responses) != 2 * len(prompts):
+        raise ValueError(f"need two responses per prompt: {len(prompts)} prompts, {len(responses)} responses")
     gold = world.gold_rewards([p for p in prompts for _ in range(2)], responses).reshape(-1, 2)
     pairs = []
     for i, prompt in enumerate(prompts):

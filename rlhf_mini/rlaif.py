@@ -35,6 +35,7 @@ from rlhf_mini.constitution import (
 )
 from rlhf_mini.data import check_pairs
 from rlhf_mini.scoring import score_texts
+from rlhf_mini.training import fused_gelu
 from rlhf_mini.worlds import get_world
 
 JUDGE_TEMPERATURE = 0.25
@@ -71,11 +72,18 @@ class ModelJudge:
         self.model, self.tokenizer, self.world = model, tokenizer, world
         self.constitution = list(constitution)
         self.rng = np.random.default_rng(seed)
+        self.cache: dict[tuple[str, str, str], float] = {}   # P(a ≻ b) of pairs seen by ``precompute``
 
     def scores(self, principle: str, prompts: list[str], responses: list[str]) -> np.ndarray:
         """r_φ(c, x, y) for each (prompt, response), under principle text ``principle``."""
-        return score_texts(self.model, self.tokenizer, self.world, [judge_prompt(principle, p) for p in prompts],
-                           list(responses), batch_size=256)
+        with fused_gelu(self.model):   # the same scores up to float rounding, in less time
+            return score_texts(self.model, self.tokenizer, self.world, [judge_prompt(principle, p) for p in prompts],
+                               list(responses), batch_size=256)
+
+    def precompute(self, prompts: list[str], a: list[str], b: list[str]) -> None:
+        """P(a ≻ b) under the constitution for many pairs at once, kept for ``__call__`` and
+        ``compare``: labelling pairs one call at a time then costs no forward pass of its own."""
+        self.cache.update(zip(zip(prompts, a, b), self.probabilities(prompts, a, b).tolist()))
 
     def utilities(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Σ_c r_φ(c, x, y) over the constitution's texts."""
@@ -91,6 +99,8 @@ class ModelJudge:
 
     def __call__(self, prompt: str, a: str, b: str) -> float:
         """The judge as an ``eval.Judge``: P(a ≻ b) under the constitution."""
+        if (prompt, a, b) in self.cache:
+            return self.cache[(prompt, a, b)]
         return float(self.probabilities([prompt], [a], [b])[0])
 
     def compare(self, prompt: str, a: str, b: str) -> bool:

@@ -176,6 +176,19 @@ def test_on_policy_pairs_with_a_judge_keep_its_verdict_and_the_gold_values(tiny_
     check_pairs(pairs)
 
 
+def test_on_policy_pairs_are_the_sampled_responses_labelled(tiny_policy, tiny_tokenizer):
+    from rlhf_mini.dpo import label_response_pairs, on_policy_pairs, sample_response_pairs
+
+    world = length_world()
+    prompts = world.prompts(6, seed=2)
+    responses = sample_response_pairs(tiny_policy, tiny_tokenizer, world, prompts, max_new_tokens=8, seed=4)
+    assert len(responses) == 12   # a_0, b_0, a_1, b_1, ...
+    expected = on_policy_pairs(tiny_policy, tiny_tokenizer, world, prompts, max_new_tokens=8, seed=4)
+    assert label_response_pairs(world, prompts, responses) == expected   # sampled once, labelled by anyone
+    with pytest.raises(ValueError, match="two responses per prompt: 6 prompts, 11 responses"):
+        label_response_pairs(world, prompts, responses[:-1])
+
+
 def test_rlaif_policy_refuses_a_world_without_a_constitution():
     from rlhf_mini.zoo.rlaif import rlaif_policy_path
 
@@ -208,3 +221,32 @@ def test_dpo_policy_seed_reaches_every_round(monkeypatch, tmp_path):
     assert [k["seed"] for k in keys[-2:]] == [3, 3]
     assert keys[-1]["start"].endswith("round1-seed3")
     assert seeded != default
+
+
+def test_round_samples_are_keyed_by_start_policy_and_round_not_by_labeller(monkeypatch, tmp_path):
+    """The gold, judge and simulated-human runs of a round label one cached set of samples."""
+    import json
+
+    from rlhf_mini.config import get_profile
+    from rlhf_mini.dpo import DPOConfig
+    from rlhf_mini.zoo import dpo
+
+    keys = []
+
+    def fake_cached(name, config, modules, build):
+        keys.append(config)
+        folder = tmp_path / f"samples-{len(keys)}"
+        folder.mkdir()
+        (folder / "responses.json").write_text(json.dumps(["a", "b"] * config["n_prompts"]))
+        return folder
+
+    monkeypatch.setattr(dpo, "cached", fake_cached)
+    monkeypatch.setattr(dpo, "sft_policy_path", lambda task, profile: tmp_path / "sft-assistant")
+    config, profile = DPOConfig(), get_profile("cpu")
+    prompts, responses = dpo.round_samples(config, "assistant", profile, 3)
+    assert len(prompts) == 3 and responses == ["a", "b"] * 3
+    dpo.round_samples(config, "assistant", profile, 3)
+    assert keys[0] == keys[1] and keys[0]["start"] == "sft-assistant"
+    later, _ = dpo.round_samples(config, "assistant", profile, 3, start_from=tmp_path / "round-1", round_index=2)
+    assert keys[2]["start"] == "round-1" and keys[2]["sample_seed"] == keys[0]["sample_seed"] + 10
+    assert later != prompts   # each round its own prompts

@@ -100,3 +100,18 @@ def test_model_judge_probabilities_and_labels(world):
         ModelJudge(judge.model, judge.tokenizer, world, [])
     with pytest.raises(ValueError, match="pair 0: field 'prompt'"):
         judge.label_pairs([{"chosen": "a", "rejected": "b"}])
+
+
+def test_model_judge_precompute_gives_the_same_verdicts_without_a_forward_pass_each(world, monkeypatch):
+    constitution = ["Be concise: no filler.", "Be polite and never belittle the user."]
+    prompts = world.prompts(8, seed=1)
+    rng = np.random.default_rng(1)
+    a = [world.sample_response(p, rng) for p in prompts]
+    b = [world.sample_response(p, rng) for p in prompts]
+    one_by_one = _tiny_judge(world, constitution, seed=3)
+    expected = [one_by_one.compare(p, x, y) for p, x, y in zip(prompts, a, b)]
+    batched = _tiny_judge(world, constitution, seed=3)
+    batched.precompute(prompts, a, b)
+    monkeypatch.setattr(batched, "probabilities", lambda *args, **kwargs: pytest.fail("a forward pass per pair"))
+    assert [batched.compare(p, x, y) for p, x, y in zip(prompts, a, b)] == expected   # same draws, same order
+    assert batched(prompts[0], a[0], b[0]) == pytest.approx(one_by_one(prompts[0], a[0], b[0]), abs=1e-6)

@@ -14,7 +14,7 @@ from typing import Any
 
 from rlhf_mini import batch, data, dpo, logprobs, losses, models, sampling, training
 from rlhf_mini.config import Profile, get_profile
-from rlhf_mini.dpo import DPOConfig, on_policy_pairs, train_dpo
+from rlhf_mini.dpo import DPOConfig, label_response_pairs, sample_response_pairs, train_dpo
 from rlhf_mini.models import reference_copy
 from rlhf_mini.utils import set_seed
 from rlhf_mini.worlds import get_world
@@ -25,7 +25,8 @@ from rlhf_mini.zoo.sft import sft_policy, sft_policy_path
 def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompts: int,
                         prefer: Callable[[str, str, str], bool] | None = None, *,
                         start_from: str | Path | None = None, round_index: int = 1):
-    """The zoo's DPO recipe: ``on_policy_pairs`` of ``n_prompts`` train prompts, then ``train_dpo``.
+    """The zoo's DPO recipe: two samples per prompt for ``n_prompts`` train prompts
+    (``round_samples``), labelled (``dpo.label_response_pairs``), then ``train_dpo``.
 
     Round 1 starts from the SFT policy. A later round (``round_index`` > 1, iterative or "online"
     DPO) starts from the policy saved at ``start_from``, samples fresh pairs from *it* on fresh
@@ -40,11 +41,36 @@ def train_on_policy_dpo(config: DPOConfig, task: str, profile: Profile, n_prompt
         policy, tok = load_policy(start_from)
         policy.requires_grad_(True)
     ref = reference_copy(policy)
-    offset = 10 * (round_index - 1)   # each round its own prompts and samples
-    prompts = world.prompts(n_prompts, seed=config.seed + 3 + offset, split="train")
-    pairs = on_policy_pairs(ref, tok, world, prompts, max_new_tokens=profile.max_new_tokens,
-                            seed=config.seed + 5 + offset, prefer=prefer)
+    prompts, responses = round_samples(config, task, profile, n_prompts, start_from=start_from,
+                                       round_index=round_index)
+    pairs = label_response_pairs(world, prompts, responses, prefer)
     return train_dpo(config, policy, ref, tok, pairs, world), tok, pairs
+
+
+def round_samples(config: DPOConfig, task: str, profile: Profile, n_prompts: int, *,
+                  start_from: str | Path | None = None, round_index: int = 1) -> tuple[list[str], list[str]]:
+    """A DPO round's train prompts and two sampled responses per prompt (``dpo.sample_response_pairs``)
+    of its start policy: the SFT policy, or the policy saved at ``start_from``.
+
+    Cached: the runs that label the same samples differently (gold here, the judges and the simulated
+    human of ``zoo.rlaif``) sample them once.
+    """
+    world = get_world(task)
+    offset = 10 * (round_index - 1)   # each round its own prompts and samples
+    prompt_seed, sample_seed = config.seed + 3 + offset, config.seed + 5 + offset
+    prompts = world.prompts(n_prompts, seed=prompt_seed, split="train")
+    start = Path(start_from) if start_from is not None else sft_policy_path(task, profile)
+
+    def build(folder: Path) -> None:
+        policy, tok = load_policy(start)
+        responses = sample_response_pairs(policy, tok, world, prompts, max_new_tokens=profile.max_new_tokens,
+                                          seed=sample_seed)
+        (folder / "responses.json").write_text(json.dumps(responses))
+
+    key = {"task": task, "start": start.name, "n_prompts": n_prompts, "prompt_seed": prompt_seed,
+           "sample_seed": sample_seed, "max_new_tokens": profile.max_new_tokens}
+    folder = cached(f"dpo-samples-{task}-{profile.name}", key, [sys.modules[__name__], dpo, models, sampling], build)
+    return prompts, json.loads((folder / "responses.json").read_text())
 
 
 def dpo_policy_path(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5,

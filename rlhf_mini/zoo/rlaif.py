@@ -50,7 +50,8 @@ from rlhf_mini.rlaif import HONESTY_THRESHOLD, JUDGE_TEMPERATURE, ModelJudge, ai
 from rlhf_mini.utils import set_seed
 from rlhf_mini.worlds import get_world
 from rlhf_mini.zoo import base_model_path, cached, cached_base_model, load_policy, load_scalar_model
-from rlhf_mini.zoo.dpo import train_on_policy_dpo
+from rlhf_mini.zoo import dpo as dpo_zoo
+from rlhf_mini.zoo.dpo import round_samples, train_on_policy_dpo
 from rlhf_mini.zoo.sft import sft_policy, sft_policy_path
 
 MODEL_JUDGE_PAIRS = 6000
@@ -101,7 +102,7 @@ def rlaif_policy_path(task: str = "assistant", profile: Profile | None = None, b
     key = {"task": task, "sft": sft_policy_path(task, profile).name, "base": base_model_path(profile).name,
            "pairs": "on-policy, AI-labelled", "judge_temperature": JUDGE_TEMPERATURE,
            "honesty_threshold": HONESTY_THRESHOLD, "n_prompts": n_prompts, **asdict(config)}
-    modules = [sys.modules[__name__], rlaif, constitution, dpo, batch, data, logprobs, losses, models, sampling,
+    modules = [sys.modules[__name__], dpo_zoo, rlaif, constitution, dpo, batch, data, logprobs, losses, models, sampling,
                training]
     return cached(f"rlaif-{task}-{profile.name}", key, modules, _timed(build))
 
@@ -151,7 +152,7 @@ def human_label_policy_path(task: str = "assistant", profile: Profile | None = N
 
     key = {"task": task, "sft": sft_policy_path(task, profile).name, "pairs": "on-policy, human-labelled",
            "labeler_temperature": SimulatedLabeler.temperature, "n_prompts": n_prompts, **asdict(config)}
-    modules = [sys.modules[__name__], labelers, dpo, batch, data, logprobs, losses, models, sampling, training]
+    modules = [sys.modules[__name__], dpo_zoo, labelers, dpo, batch, data, logprobs, losses, models, sampling, training]
     return cached(f"dpo-human-labels-{task}-{profile.name}", key, modules, _timed(build))
 
 
@@ -221,6 +222,8 @@ def model_judge_policy_path(task: str = "assistant", profile: Profile | None = N
 
     def build(folder: Path) -> None:
         judge = model_judge(profile=profile, seed=config.seed)
+        prompts, responses = round_samples(config, task, profile, n_prompts)
+        judge.precompute(prompts, responses[0::2], responses[1::2])   # batched: one verdict per pair below
         result, tok, pairs = train_on_policy_dpo(config, task, profile, n_prompts, prefer=judge.compare)
         result.policy.save_pretrained(folder)
         tok.save_pretrained(folder)
@@ -230,7 +233,7 @@ def model_judge_policy_path(task: str = "assistant", profile: Profile | None = N
 
     key = {"task": task, "sft": sft_policy_path(task, profile).name, "judge": judge_path.name,
            "pairs": "on-policy, model-judge-labelled", "n_prompts": n_prompts, **asdict(config)}
-    modules = [sys.modules[__name__], rlaif, dpo, batch, data, logprobs, losses, models, sampling, training]
+    modules = [sys.modules[__name__], dpo_zoo, rlaif, dpo, batch, data, logprobs, losses, models, sampling, training]
     return cached(f"rlaif-model-judge-{task}-{profile.name}", key, modules, _timed(build))
 
 
