@@ -12,9 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rlhf_mini import batch, data, dpo, logprobs, losses, models, sampling, training
 from rlhf_mini.config import Profile, get_profile
-from rlhf_mini.dpo import DPOConfig, label_response_pairs, sample_response_pairs, train_dpo
+from rlhf_mini.dpo import (
+    DPOConfig,
+    label_response_pairs,
+    precompute_ref_logps,
+    sample_response_pairs,
+    train_dpo,
+)
 from rlhf_mini.models import reference_copy
 from rlhf_mini.utils import set_seed
 from rlhf_mini.worlds import get_world
@@ -134,7 +142,8 @@ def offline_dpo_policy_path(task: str = "assistant", profile: Profile | None = N
         policy, tok = sft_policy(task, profile)
         ref = reference_copy(policy)
         pairs = data.load_preferences(train_file)
-        result = train_dpo(config, policy.requires_grad_(True), ref, tok, pairs, world)
+        ref_logps = offline_ref_logps(task, profile, config)   # one pass of π_ref, shared by every β
+        result = train_dpo(config, policy.requires_grad_(True), ref, tok, pairs, world, ref_logps=ref_logps)
         result.policy.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(result.metrics))
@@ -144,6 +153,25 @@ def offline_dpo_policy_path(task: str = "assistant", profile: Profile | None = N
            "data": digest, **asdict(config)}
     modules = [sys.modules[__name__], dpo, batch, data, logprobs, losses, models, training]
     return cached(f"dpo-offline-{task}-{profile.name}", key, modules, build)
+
+
+def offline_ref_logps(task: str, profile: Profile, config: DPOConfig) -> dict[str, torch.Tensor]:
+    """log π_ref of the shipped labeller pairs under the SFT policy (``dpo.precompute_ref_logps``),
+    cached: the offline runs of a β sweep share one reference, so they share this pass."""
+    train_file = data.preference_file(task, "train")
+
+    def build(folder: Path) -> None:
+        ref, tok = sft_policy(task, profile)
+        ref_logps = precompute_ref_logps(ref, tok, get_world(task), data.load_preferences(train_file),
+                                         config.max_length, config.ref_batch_size, progress=False)
+        torch.save(ref_logps, folder / "ref_logps.pt")
+
+    key = {"task": task, "ref": sft_policy_path(task, profile).name,
+           "data": hashlib.sha256(train_file.read_bytes()).hexdigest()[:16],
+           "max_length": config.max_length, "ref_batch_size": config.ref_batch_size}
+    folder = cached(f"dpo-offline-ref-logps-{task}-{profile.name}", key,
+                    [sys.modules[__name__], dpo, batch, data, logprobs, models, training], build)
+    return torch.load(folder / "ref_logps.pt")
 
 
 def offline_dpo_policy(task: str = "assistant", profile: Profile | None = None, beta: float = 0.5, seed: int = 0):
