@@ -47,7 +47,15 @@ from rlhf_mini.batch import check_tokenizer
 from rlhf_mini.config import Profile, get_device, get_profile
 from rlhf_mini.models import ScalarHeadModel
 from rlhf_mini.sampling import generate
-from rlhf_mini.training import SCHEDULES, load_checkpoint, lr_at, optimizer_step, save_checkpoint
+from rlhf_mini.training import (
+    SCHEDULES,
+    by_length,
+    fused_gelu,
+    load_checkpoint,
+    lr_at,
+    optimizer_step,
+    save_checkpoint,
+)
 from rlhf_mini.worlds.arithmetic import (
     ArithmeticWorld,
     format_step,
@@ -94,14 +102,18 @@ def step_end_positions(tokenizer: PreTrainedTokenizerBase, response: str) -> lis
     answer. Its length is ``len(step_labels(prompt, response)) + 1``.
     """
     enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
+    return _step_end_positions(response, enc["offset_mapping"])
+
+
+def _step_end_positions(response: str, offsets: list[tuple[int, int]]) -> list[int]:
+    # ``step_end_positions`` from the tokens' character spans (``offsets``), tokenized already
     positions = []
     for char in step_end_chars(response):
         hit = [j for j, (s, e) in enumerate(offsets) if s <= char < e]
         if not hit:
             raise ValueError(f"no token covers character {char} of {response!r}")
         positions.append(hit[0])
-    positions.append(len(enc["input_ids"]))  # the EOS appended after the response
+    positions.append(len(offsets))  # the EOS appended after the response
     return positions
 
 
@@ -135,10 +147,13 @@ def encode_solutions(tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld,
     if not prompts:
         raise ValueError("empty batch: no solutions given")
     rows, pos_rows, lab_rows = [], [], []
-    for prompt, response in zip(prompts, responses):
-        p = tokenizer(world.format_prompt(prompt), add_special_tokens=False)["input_ids"]
-        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        positions = step_end_positions(tokenizer, response)
+    # two tokenizer calls for the whole list: one call per text costs more than the tokenizing
+    prompt_ids = tokenizer([world.format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
+    enc = tokenizer(list(responses), add_special_tokens=False, return_offsets_mapping=True)
+    for prompt, response, p, response_ids, offsets in zip(prompts, responses, prompt_ids, enc["input_ids"],
+                                                          enc["offset_mapping"]):
+        r = response_ids + [tokenizer.eos_token_id]
+        positions = _step_end_positions(response, offsets)
         labels = solution_labels(world, prompt, response)
         if len(positions) != len(labels):
             raise ValueError(f"{len(positions)} step ends but {len(labels)} labels in {response!r}")
@@ -201,7 +216,7 @@ class VerifierConfig:
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
         # Checking "a op b = c" is a harder skill than a preference: a verifier gets more (and
         # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
-        # profile that is 800 steps of 64 solutions at 2e-3, about two and a half minutes on two cores.
+        # profile that is 800 steps of 64 solutions at 2e-3, about 40 s on two idle cores.
         profile = profile or get_profile()
         values = {"max_steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
                   "learning_rate": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
@@ -218,9 +233,18 @@ class VerifierConfig:
 
 
 def verifier_logits(model: ScalarHeadModel, batch: VerifierBatch) -> torch.Tensor:
-    """[B, K] logits at the step ends (the last real one of each row is at the EOS)."""
-    values = model(batch.input_ids, batch.attention_mask)
-    return values.gather(1, batch.label_positions)
+    """[B, K] logits at the step ends (the last real one of each row is at the EOS).
+
+    Rows of similar length run together, each group cut to its longest row (``training.by_length``;
+    the same logits up to float rounding, with most of the padding never computed); each group's
+    per-token values are padded back on the left to the batch's width, where the positions point.
+    """
+    width = batch.input_ids.shape[1]
+
+    def values(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.pad(model(input_ids, attention_mask), (width - input_ids.shape[1], 0))
+
+    return by_length(values, batch.input_ids, batch.attention_mask, rows_per_group=32).gather(1, batch.label_positions)
 
 
 def verifier_loss(model: ScalarHeadModel, batch: VerifierBatch, kind: str) -> tuple[torch.Tensor, dict]:
@@ -269,20 +293,21 @@ def train_verifier(config: VerifierConfig, model: ScalarHeadModel, tokenizer: Pr
         state = load_checkpoint(resume_from, {"": model}, optimizer)
         start, metrics = state["step"], list(state["metrics"])
     n = len(prompts)
-    for step in tqdm(range(start, config.max_steps), desc=f"training {config.kind}", disable=not progress,
-                     leave=False):
-        # linear warm-up, then constant or a cosine decay to 0 at the last step
-        lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
-                   max_steps=config.max_steps, schedule=config.schedule)
-        idx = torch.from_numpy(np.random.default_rng([config.seed, step]).choice(n, size=min(config.batch_size, n),
-                                                                                   replace=False))
-        batch = VerifierBatch(*(t[idx].to(device) for t in (data.input_ids, data.attention_mask,
-                                                            data.label_positions, data.labels, data.label_mask)))
-        loss, stats = verifier_loss(model, batch, config.kind)
-        optimizer_step(optimizer, loss, model.parameters(), 1.0, lr)
-        metrics.append({"step": step + 1, "lr": lr, **stats})
-        if config.output_dir and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            _checkpoint(Path(config.output_dir) / f"step-{step + 1}", model, optimizer, step + 1, config, metrics)
+    with fused_gelu(model):  # the same model, its activation in one kernel while it trains
+        for step in tqdm(range(start, config.max_steps), desc=f"training {config.kind}", disable=not progress,
+                         leave=False):
+            # linear warm-up, then constant or a cosine decay to 0 at the last step
+            lr = lr_at(step, learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                       max_steps=config.max_steps, schedule=config.schedule)
+            idx = torch.from_numpy(np.random.default_rng([config.seed, step]).choice(n, size=min(config.batch_size, n),
+                                                                                       replace=False))
+            batch = VerifierBatch(*(t[idx].to(device) for t in (data.input_ids, data.attention_mask,
+                                                                data.label_positions, data.labels, data.label_mask)))
+            loss, stats = verifier_loss(model, batch, config.kind)
+            optimizer_step(optimizer, loss, model.parameters(), 1.0, lr)
+            metrics.append({"step": step + 1, "lr": lr, **stats})
+            if config.output_dir and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                _checkpoint(Path(config.output_dir) / f"step-{step + 1}", model, optimizer, step + 1, config, metrics)
     if config.output_dir:
         _checkpoint(Path(config.output_dir), model, optimizer, config.max_steps, config, metrics)
     return VerifierResult(model.eval(), metrics)
@@ -301,12 +326,13 @@ def step_probabilities(model: ScalarHeadModel, tokenizer: PreTrainedTokenizerBas
     model.eval()
     device = next(model.parameters()).device
     out: list[np.ndarray] = []
-    for s in range(0, len(prompts), batch_size):
-        b = encode_solutions(tokenizer, world, prompts[s:s + batch_size], responses[s:s + batch_size], max_length)
-        probs = torch.sigmoid(verifier_logits(model, VerifierBatch(*(t.to(device) for t in (
-            b.input_ids, b.attention_mask, b.label_positions, b.labels, b.label_mask))))).cpu().numpy()
-        counts = b.label_mask.sum(1).long().tolist()
-        out.extend(probs[i, :c] for i, c in enumerate(counts))
+    with fused_gelu(model):  # GELU in one kernel: the same probabilities up to float rounding
+        for s in range(0, len(prompts), batch_size):
+            b = encode_solutions(tokenizer, world, prompts[s:s + batch_size], responses[s:s + batch_size], max_length)
+            probs = torch.sigmoid(verifier_logits(model, VerifierBatch(*(t.to(device) for t in (
+                b.input_ids, b.attention_mask, b.label_positions, b.labels, b.label_mask))))).cpu().numpy()
+            counts = b.label_mask.sum(1).long().tolist()
+            out.extend(probs[i, :c] for i, c in enumerate(counts))
     return out
 
 
