@@ -53,7 +53,7 @@ from rlhf_mini.logprobs import token_logprobs
 from rlhf_mini.losses import check_finite, check_per_token, kl_penalty
 from rlhf_mini.models import disable_dropout, reference_copy
 from rlhf_mini.sampling import generate
-from rlhf_mini.training import load_checkpoint, optimizer_step, save_checkpoint
+from rlhf_mini.training import fused_gelu, load_checkpoint, optimizer_step, save_checkpoint
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
@@ -464,68 +464,71 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
     if resume_from is not None:
         state = load_checkpoint(resume_from, {"": policy}, optimizer)
         start, metrics = state["step"], state["metrics"]
-    bar = tqdm(range(start, config.max_steps), desc="grpo", disable=not progress)
-    for step in bar:
-        policy.eval()
-        b, first = draw_step_batch(policy, tokenizer, world, prompts, reward_fn, config, step)
-        device = next(policy.parameters()).device
-        ids, attn = b.input_ids.to(device), b.attention_mask.to(device)
-        mask = b.completion_mask.to(device).bool()
-        advantages = advantages_for(config.advantage_estimator, b.rewards, g, config.scale_rewards).to(device)
-        loss_mask = mask & ~b.truncated.to(device)[:, None] if config.mask_truncated_completions else mask
-        with torch.no_grad():
-            ref_logps = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
-            old_logps, entropy = (token_logprobs(policy, ids, attn, temperature=config.temperature,
-                                                 return_entropy=True))
-        policy.train()
-        stats: dict[str, list[float]] = {}
-        order = torch.from_numpy(np.random.default_rng([config.seed, step, 1]).permutation(len(b.rewards)))
-        for _ in range(config.num_iterations if bool(loss_mask.any()) else 0):  # all filtered out: no step
-            for rows in torch.tensor_split(order, config.steps_per_generation):
-                rows = rows.to(device)
-                logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
-                loss, s = policy_gradient_loss(
-                    logps, old_logps[rows], advantages[rows], loss_mask[rows], ref_logps=ref_logps[rows],
-                    beta=config.beta, eps_low=config.epsilon, eps_high=eps_high, loss_type=config.loss_type,
-                    max_completion_length=config.max_completion_length,
-                    importance_sampling_level=config.importance_sampling_level, return_stats=True)
-                grad_norm = optimizer_step(optimizer, loss, params, config.max_grad_norm)
-                for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **s}.items():
-                    stats.setdefault(k, []).append(float(v))
-        lengths = mask.sum(1).float()
-        zero_std = group_reward_std(b.rewards, g) == 0
-        n_tok = mask.sum().clamp(min=1)
-        row = {
-            "step": step + 1,
-            "reward": float(b.rewards.mean()),
-            "reward_std": float(group_reward_std(b.rewards, g).mean()),
-            "frac_reward_zero_std": float(zero_std.float().mean()),
-            "sampled/frac_reward_zero_std": first["frac_reward_zero_std"],
-            "sampled/reward": first["reward"],
-            "completion_length": float(lengths.mean()),
-            "completions/clipped_ratio": float(b.truncated.float().mean()),
-            # KL of the sampled batch to the reference; replaced below by the mean over the update steps, as TRL logs it
-            "kl": float(torch.where(mask, kl_penalty(old_logps, ref_logps, "k3"), 0.0).sum() / n_tok),
-            "entropy": float(torch.where(mask, entropy, 0.0).sum() / n_tok),
-            **{k: float(np.mean(v)) for k, v in stats.items()},
-        }
-        correct = b.rewards > 0.5
-        for name, subset in (("correct", correct), ("wrong", ~correct)):
-            row[f"completion_length/{name}"] = float(lengths[subset.to(lengths.device)].mean()) if bool(subset.any()) else math.nan
-        if "sampling_rounds" in first:
-            row["sampling_rounds"] = first["sampling_rounds"]
-        for name, fn in (log_fns or {}).items():
-            row[f"rewards/{name}"] = float(_check_reward_values(fn(b.prompts, b.completions), len(b.prompts)).mean())
-        done = step + 1
-        if eval_fn is not None and eval_every and (done % eval_every == 0 or done == config.max_steps):
+    # GELU as one kernel while sampling and training (``training.fused_gelu``): the same models,
+    # restored on exit, about 15 % faster per step on the CPU
+    with fused_gelu(policy), fused_gelu(ref_policy):
+        bar = tqdm(range(start, config.max_steps), desc="grpo", disable=not progress)
+        for step in bar:
             policy.eval()
-            row.update({f"eval/{k}": float(v) for k, v in eval_fn(policy).items()})
-        metrics.append(row)
-        bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.3f}", len=f"{row['completion_length']:.1f}")
-        if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
-            save_checkpoint(Path(checkpoint_dir) / f"step_{done}", {"": policy},
-                            {"step": done, "metrics": list(metrics), "config": asdict(config)},
-                            optimizer=optimizer, tokenizer=tokenizer)
+            b, first = draw_step_batch(policy, tokenizer, world, prompts, reward_fn, config, step)
+            device = next(policy.parameters()).device
+            ids, attn = b.input_ids.to(device), b.attention_mask.to(device)
+            mask = b.completion_mask.to(device).bool()
+            advantages = advantages_for(config.advantage_estimator, b.rewards, g, config.scale_rewards).to(device)
+            loss_mask = mask & ~b.truncated.to(device)[:, None] if config.mask_truncated_completions else mask
+            with torch.no_grad():
+                ref_logps = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
+                old_logps, entropy = (token_logprobs(policy, ids, attn, temperature=config.temperature,
+                                                     return_entropy=True))
+            policy.train()
+            stats: dict[str, list[float]] = {}
+            order = torch.from_numpy(np.random.default_rng([config.seed, step, 1]).permutation(len(b.rewards)))
+            for _ in range(config.num_iterations if bool(loss_mask.any()) else 0):  # all filtered out: no step
+                for rows in torch.tensor_split(order, config.steps_per_generation):
+                    rows = rows.to(device)
+                    logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
+                    loss, s = policy_gradient_loss(
+                        logps, old_logps[rows], advantages[rows], loss_mask[rows], ref_logps=ref_logps[rows],
+                        beta=config.beta, eps_low=config.epsilon, eps_high=eps_high, loss_type=config.loss_type,
+                        max_completion_length=config.max_completion_length,
+                        importance_sampling_level=config.importance_sampling_level, return_stats=True)
+                    grad_norm = optimizer_step(optimizer, loss, params, config.max_grad_norm)
+                    for k, v in {"loss": loss.detach(), "grad_norm": grad_norm, **s}.items():
+                        stats.setdefault(k, []).append(float(v))
+            lengths = mask.sum(1).float()
+            zero_std = group_reward_std(b.rewards, g) == 0
+            n_tok = mask.sum().clamp(min=1)
+            row = {
+                "step": step + 1,
+                "reward": float(b.rewards.mean()),
+                "reward_std": float(group_reward_std(b.rewards, g).mean()),
+                "frac_reward_zero_std": float(zero_std.float().mean()),
+                "sampled/frac_reward_zero_std": first["frac_reward_zero_std"],
+                "sampled/reward": first["reward"],
+                "completion_length": float(lengths.mean()),
+                "completions/clipped_ratio": float(b.truncated.float().mean()),
+                # KL of the sampled batch to the reference; replaced below by the mean over the update steps, as TRL logs it
+                "kl": float(torch.where(mask, kl_penalty(old_logps, ref_logps, "k3"), 0.0).sum() / n_tok),
+                "entropy": float(torch.where(mask, entropy, 0.0).sum() / n_tok),
+                **{k: float(np.mean(v)) for k, v in stats.items()},
+            }
+            correct = b.rewards > 0.5
+            for name, subset in (("correct", correct), ("wrong", ~correct)):
+                row[f"completion_length/{name}"] = float(lengths[subset.to(lengths.device)].mean()) if bool(subset.any()) else math.nan
+            if "sampling_rounds" in first:
+                row["sampling_rounds"] = first["sampling_rounds"]
+            for name, fn in (log_fns or {}).items():
+                row[f"rewards/{name}"] = float(_check_reward_values(fn(b.prompts, b.completions), len(b.prompts)).mean())
+            done = step + 1
+            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == config.max_steps):
+                policy.eval()
+                row.update({f"eval/{k}": float(v) for k, v in eval_fn(policy).items()})
+            metrics.append(row)
+            bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.3f}", len=f"{row['completion_length']:.1f}")
+            if checkpoint_dir is not None and checkpoint_every and done % checkpoint_every == 0:
+                save_checkpoint(Path(checkpoint_dir) / f"step_{done}", {"": policy},
+                                {"step": done, "metrics": list(metrics), "config": asdict(config)},
+                                optimizer=optimizer, tokenizer=tokenizer)
     policy.eval()
     return policy, metrics
 
@@ -555,6 +558,7 @@ def sample_correct(policy, tokenizer, world, prompts: list[str], reward_fn: Rewa
                    batch_size: int = 512) -> np.ndarray:
     """``[len(prompts), n]`` rewards of n sampled completions per prompt."""
     repeated = [p for p in prompts for _ in range(n)]
-    gen = generate(policy, tokenizer, [world.format_prompt(p) for p in repeated], max_new_tokens=max_new_tokens,
-                   temperature=temperature, batch_size=batch_size, seed=seed, progress=False)
+    with fused_gelu(policy):
+        gen = generate(policy, tokenizer, [world.format_prompt(p) for p in repeated], max_new_tokens=max_new_tokens,
+                       temperature=temperature, batch_size=batch_size, seed=seed, progress=False)
     return np.asarray(reward_fn(repeated, gen.responses), dtype=float).reshape(len(prompts), n)

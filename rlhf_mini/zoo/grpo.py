@@ -219,8 +219,10 @@ def ppo_orm_policy_path(profile: Profile | None = None, **overrides: object) -> 
         prompts = train_prompts(profile, config.seed)
         ref = models.reference_copy(policy)
         began = time.perf_counter()
-        policy, metrics = train_ppo(config, policy, ref, orm, value, tok, world, prompts,
-                                    score_fn=orm_reward_fn(profile))
+        # GELU as one kernel in all three models, as the GRPO runs it is compared with do
+        with training.fused_gelu(policy), training.fused_gelu(ref), training.fused_gelu(value):
+            policy, metrics = train_ppo(config, policy, ref, orm, value, tok, world, prompts,
+                                        score_fn=orm_reward_fn(profile))
         seconds = time.perf_counter() - began
         policy.save_pretrained(folder)
         tok.save_pretrained(folder)
