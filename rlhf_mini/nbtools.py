@@ -43,7 +43,8 @@ PLUMBING = ("set_num_threads", "set_num_interop_threads")
 
 
 def check_notebook(path: Path) -> list[str]:
-    """Return the problems found: outputs left in, cells without slide metadata, no assert; and, in
+    """Return the problems found: outputs left in, cells without slide metadata or without an id
+    (nbformat 4.5 requires one, and warns on every read without it), ids used twice, no assert; and, in
     a numbered chapter (the welcome chapter excepted), markdown cells over 300 words, fewer than
     three speaker-notes cells, or thread settings in a cell that reaches the slides."""
     nb = json.loads(path.read_text(encoding="utf-8"))
@@ -51,7 +52,13 @@ def check_notebook(path: Path) -> list[str]:
     has_assert = False
     notes = 0
     chapter = path.name[:2].isdigit() and not path.name.startswith("00_")
+    ids: set[str] = set()
     for i, cell in enumerate(nb.get("cells", [])):
+        if "id" not in cell:
+            problems.append(f"{path}: cell {i} has no id")
+        elif cell["id"] in ids:
+            problems.append(f"{path}: cell {i} reuses the id {cell['id']!r}")
+        ids.add(cell.get("id"))
         slide_type = cell.get("metadata", {}).get("slideshow", {}).get("slide_type")
         source = "".join(cell.get("source", []))
         notes += slide_type == "notes"

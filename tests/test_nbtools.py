@@ -50,9 +50,11 @@ def test_run_plain_runs_cells_in_order_without_jupyter(tmp_path, capsys):
     assert "code cell 1 failed" in captured.err and "wrong" in captured.err
 
 
-def _chapter(path, cells):
+def _chapter(path, cells, ids=True):
     import json
 
+    if ids:  # nbformat 4.5: every cell carries a unique id
+        cells = [{"id": f"cell-{i}", **cell} for i, cell in enumerate(cells)]
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     return path
 
@@ -80,3 +82,14 @@ def test_check_holds_chapters_to_short_cells_speaker_notes_and_hidden_plumbing(t
     assert "cell 3 sets threads" in problems
     # the welcome chapter needs no speaker notes
     assert check_notebook(_chapter(tmp_path / "00_welcome.ipynb", good[:1] + good[4:])) == []
+
+
+def test_check_wants_every_cell_to_have_its_own_id(tmp_path):
+    from rlhf_mini.nbtools import check_notebook
+
+    cells = [_md("# Title"), _code("assert True", "skip")]
+    problems = "\n".join(check_notebook(_chapter(tmp_path / "00_welcome.ipynb", cells, ids=False)))
+    assert "cell 0 has no id" in problems and "cell 1 has no id" in problems
+    twice = [{"id": "same", **cells[0]}, {"id": "same", **cells[1]}]
+    assert check_notebook(_chapter(tmp_path / "00_welcome.ipynb", twice, ids=False)) == [
+        f"{tmp_path / '00_welcome.ipynb'}: cell 1 reuses the id 'same'"]
