@@ -59,7 +59,9 @@ so the two alternate. One *step*, on each side:
   every row has emitted EOS), score, group advantages, then three passes over the batch: the frozen
   reference's log-probs (computed at β = 0 too, for the logged KL), the sampling policy's log-probs
   and entropy (π_old, under ``no_grad``), and the policy's forward and backward; optimizer step;
-  the logged metrics. Position ids come from the attention mask.
+  the logged metrics. Position ids come from the attention mask. GELU runs as one kernel
+  (``training.fused_gelu``) while it samples and trains, as in the chapter; ``--trl-fused-gelu``
+  gives TRL's policy the same activation.
 * TRL: sample (``model.generate``: left-padded prompts, the same stopping), score, advantages, one
   forward and backward (its fused LM head also computes the per-token entropy). With
   ``num_iterations=1`` and one step per generation it computes no old log-probs (π_old is the
@@ -441,7 +443,7 @@ class TRLGRPOSide(TRLSide):
         return float(loss)
 
 
-def trl_grpo(gs: GRPOSetup, steps: int, out: str) -> TRLGRPOSide:
+def trl_grpo(gs: GRPOSetup, steps: int, out: str, same_activation: bool = False) -> TRLGRPOSide:
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
     c = gs.config
@@ -457,6 +459,10 @@ def trl_grpo(gs: GRPOSetup, steps: int, out: str) -> TRLGRPOSide:
                           processing_class=copy.deepcopy(gs.tokenizer))
     side = TRLGRPOSide(trainer, steps, c.num_generations)
     side.setup_s = time.perf_counter() - t0
+    if same_activation:  # --trl-fused-gelu: TRL's policy with ours' one-kernel GELU, sampling and training
+        side._gelu = fused_gelu(trainer.model)
+        side._gelu.__enter__()
+        assert_fused(trainer.model)
     return side
 
 
@@ -538,10 +544,10 @@ def _same_length_prompts(gs: GRPOSetup, n: int) -> tuple[list[str], list[str]]:
     return [p for p, n_tok in zip(gs.prompts, lengths) if n_tok == common][:n], gs.prompts[:n]
 
 
-def run_grpo(gs: GRPOSetup, warmup: int, steps: int, out: str) -> dict:
+def run_grpo(gs: GRPOSetup, warmup: int, steps: int, out: str, same_activation: bool = False) -> dict:
     """``train_grpo`` itself for ``warmup + steps`` steps; after each of its steps (its ``eval_fn``
     hook) TRL takes its step on the same problems, so the two alternate step by step."""
-    trl = trl_grpo(gs, warmup + steps, os.path.join(out, "grpo-trl"))
+    trl = trl_grpo(gs, warmup + steps, os.path.join(out, "grpo-trl"), same_activation)
     c, g = gs.config, gs.config.num_generations
     same, mixed = _same_length_prompts(gs, c.prompts_per_step)
     checks = {"same length": grpo_same_batch(gs, trl.trainer, same),
@@ -652,7 +658,7 @@ def grpo_memory_worker(side: str, args, steps: int) -> dict:
             policy = copy.deepcopy(gs.policy)
             ref = reference_copy(policy)
         else:
-            trl = trl_grpo(gs, steps, out)
+            trl = trl_grpo(gs, steps, out, args.trl_fused_gelu)
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
         before = _rss_kib("VmRSS")
@@ -789,7 +795,7 @@ def main() -> None:
             if task == "grpo":
                 print(f"grpo: {args.grpo_warmup} warm-up + {args.grpo_steps} timed steps per side, alternating ...",
                       flush=True)
-                result = run_grpo(gs, args.grpo_warmup, args.grpo_steps, out)
+                result = run_grpo(gs, args.grpo_warmup, args.grpo_steps, out, args.trl_fused_gelu)
                 memory = {} if args.no_memory else {side: measure_memory(task, side, args) for side in SIDES[task]}
                 more_lines, more_notes = report_grpo(result, memory)
                 lines += more_lines
