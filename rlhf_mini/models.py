@@ -115,11 +115,25 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         """One scalar per sequence, read at its last real token (the EOS): ``[B]``.
 
         Works for left or right padding: the last real token is the last position whose mask is 1.
+        It equals ``forward`` read at that token, up to float rounding, for less work: nothing reads
+        the last block's output at the other positions, so that block runs its query, attention
+        output and MLP at the one position (``_last_block_at``); only its keys and values cover
+        every position. With the ``cpu`` profile's two blocks, that is about 40 % fewer matrix FLOPs.
         """
-        values = self(input_ids, attention_mask)
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         last = (attention_mask.long() * positions).argmax(-1)
-        return values.gather(1, last[:, None]).squeeze(1)
+        blocks, ln_f = self.transformer.h, self.transformer.ln_f
+        # GPT2Model runs every block in `h`, then ln_f: hand it all blocks but the last, and no ln_f
+        self.transformer.h, self.transformer.ln_f = blocks[:-1], nn.Identity()
+        try:
+            hidden = self.transformer(
+                input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+            ).last_hidden_state
+        finally:
+            self.transformer.h, self.transformer.ln_f = blocks, ln_f
+        hidden = _last_block_at(blocks[-1], hidden, attention_mask, last, layer_index=len(blocks) - 1)
+        return self.head(ln_f(hidden)).squeeze(-1)
 
     @classmethod
     def from_language_model(cls, lm: GPT2LMHeadModel, seed: int = 0) -> ScalarHeadModel:
@@ -131,6 +145,38 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         nn.init.normal_(model.head.weight, std=1.0 / (lm.config.n_embd + 1) ** 0.5)
         nn.init.zeros_(model.head.bias)
         return model.to(lm.device)  # built on the CPU; it joins the language model's device
+
+
+def _last_block_at(block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, last: torch.Tensor,
+                   layer_index: int) -> torch.Tensor:
+    """A GPT-2 block's output at one position per row, ``hidden[b, last[b]]`` → ``[B, D]``.
+
+    The same arithmetic as the block (pre-LayerNorm attention, then MLP, each with its residual)
+    for one query per row: keys and values come from every position, and the query at ``last``
+    sees the real tokens up to it (the causal mask).
+    """
+    attn = block.attn
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    batch, width, dim = hidden.shape
+    heads = attn.num_heads
+    x = block.ln_1(hidden)
+    weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: x @ weight + bias, columns [q | k | v]
+    keys, values = torch.addmm(bias[dim:], x.reshape(-1, dim), weight[:, dim:]).split(dim, dim=-1)
+    query = torch.addmm(bias[:dim], x[rows, last], weight[:, :dim])
+    positions = torch.arange(width, device=hidden.device)
+    visible = (attention_mask.bool() & (positions <= last[:, None])) | (positions == last[:, None])
+    scale = (dim // heads) ** -0.5 if block.attn.scale_attn_weights else 1.0
+    if block.attn.scale_attn_by_inverse_layer_idx:
+        scale /= layer_index + 1
+    mixed = nn.functional.scaled_dot_product_attention(
+        query.view(batch, heads, 1, -1),
+        keys.view(batch, width, heads, -1).transpose(1, 2),
+        values.view(batch, width, heads, -1).transpose(1, 2),
+        attn_mask=visible[:, None, None, :], scale=scale,
+        dropout_p=attn.attn_dropout.p if block.training else 0.0,
+    )
+    out = hidden[rows, last] + attn.resid_dropout(attn.c_proj(mixed.reshape(batch, dim)))
+    return out + block.mlp(block.ln_2(out))
 
 
 def disable_dropout(model: nn.Module) -> nn.Module:

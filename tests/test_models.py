@@ -104,6 +104,24 @@ def test_scalar_head_reads_last_real_token_with_any_padding(tiny_profile, tiny_t
     assert torch.allclose(model.score(right_ids, right_mask)[0], scores[0], atol=1e-5)
 
 
+def test_scalar_head_score_is_forward_at_the_last_token(tiny_profile, tiny_tokenizer):
+    # score runs the last block at one position per row; forward runs it everywhere
+    model = ScalarHeadModel(make_config(tiny_profile, tiny_tokenizer))
+    batch = encode_pairs(tiny_tokenizer, ["Q: 1 + 2 = ?", "Review: The movie was", "Q: 7 - 4 = ?"],
+                         [" 3", " great. I loved it.", " 3 because 7 - 4 = 3"], 64)
+    blocks = model.transformer.h
+    scores = model.score(batch.input_ids, batch.attention_mask)
+    assert model.transformer.h is blocks and len(blocks) == tiny_profile.n_layer  # the model is restored
+    last = batch.attention_mask.shape[1] - 1  # left padding: every row ends at the last column
+    reference = model(batch.input_ids, batch.attention_mask)[:, last]
+    assert torch.allclose(scores, reference, atol=1e-5), (scores, reference)
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    fast = torch.autograd.grad((scores * weights).sum(), list(model.parameters()))
+    slow = torch.autograd.grad((reference * weights).sum(), list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), fast, slow):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
 def test_reward_model_from_language_model_copies_body(tiny_policy):
     rm = ScalarHeadModel.from_language_model(tiny_policy)
     for (name, p), (_, q) in zip(rm.transformer.named_parameters(), tiny_policy.transformer.named_parameters()):
