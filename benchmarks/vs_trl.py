@@ -30,7 +30,9 @@ side computes per step:
 * Reward model: one forward and backward of the scalar-head model over the 2B rows and the
   Bradley–Terry loss. Ours is ``models.ScalarHeadModel`` (head with a bias), TRL's
   ``GPT2ForSequenceClassification`` (no bias); the bias cancels in the loss, so both start from the
-  same body and head weights and compute the same loss.
+  same body and head weights and compute the same loss. TRL's head scores every position and then
+  picks the last real token; ours runs the last block's query, attention output and MLP at that
+  token only (``ScalarHeadModel.score``), the same value up to float rounding.
 
 Losses of the first steps are checked to agree (same inputs, same weights, same optimizer): step 1
 to a relative 1e-5, the later steps to 1e-3 (two float32 implementations drift apart at rounding
