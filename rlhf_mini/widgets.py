@@ -14,16 +14,19 @@ Everything is a plain ipywidgets control, so code can drive it exactly as a pers
 
 from __future__ import annotations
 
+import asyncio
 import html
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
+from IPython import get_ipython
 from IPython.display import display
 
 from rlhf_mini.labelstore import FLAGS, PROMPT_QUALITY, LabelError, LabelStore
 
+BROWSER_SETTLE_S = 0.25  # seconds a click from the browser waits for the form's last changes (see _on_submit)
 LIKERT_OPTIONS = [
     ("1 · A much better", 1), ("2 · A better", 2), ("3 · A slightly better", 3), ("4 · A marginally better", 4),
     ("5 · B marginally better", 5), ("6 · B slightly better", 6), ("7 · B better", 7), ("8 · B much better", 8),
@@ -78,6 +81,7 @@ class LabelingWidget:
         self.notes = W.Text(value="", placeholder="notes (optional)", description="Notes", continuous_update=False)
         self.submit = W.Button(description="Submit", button_style="primary", icon="check")
         self.message = W.HTML()
+        self._save_pending = False
         self.submit.on_click(self._on_submit)
         self.ui = W.VBox([
             self.progress, self.prompt, W.HBox([self.response_a, self.response_b]), self.likert,
@@ -108,18 +112,41 @@ class LabelingWidget:
                       self.notes, self.submit):
                 w.disabled = True
             return
-        item = self.items[self.index]
-        self.progress.value = f"Item {self.index + 1} of {n} · labeler <code>{html.escape(self.labeler)}</code>"
-        self.prompt.value = f"<b>Prompt:</b> {html.escape(item['prompt'])}"
-        self.response_a.value = f"<b>A</b><br>{html.escape(item['response_a'])}"
-        self.response_b.value = f"<b>B</b><br>{html.escape(item['response_b'])}"
+        # Clear the form before showing the next pair: the browser applies the updates in the order they
+        # are sent, so once the new pair is on screen nothing late can wipe a rating or a note the
+        # labeler has started on it.
         self.likert.value = None
         for box in (self.hallucination, self.unsafe, self.refusal):
             box.value = False
         self.prompt_quality.value = "good"
         self.notes.value = ""
+        item = self.items[self.index]
+        self.prompt.value = f"<b>Prompt:</b> {html.escape(item['prompt'])}"
+        self.response_a.value = f"<b>A</b><br>{html.escape(item['response_a'])}"
+        self.response_b.value = f"<b>B</b><br>{html.escape(item['response_b'])}"
+        self.progress.value = f"Item {self.index + 1} of {n} · labeler <code>{html.escape(self.labeler)}</code>"
 
     def _on_submit(self, _button: W.Button | None = None) -> None:
+        # A click in the browser reaches the kernel right behind the form's last change (the note is
+        # sent when its field loses focus, that is, as the labeler clicks Submit). ipykernel 7 can
+        # handle a widget message while it is still applying the one before, so the click could read
+        # the form without that change and store the label without its note. Saving a moment later
+        # lets every change sent before the click land first. Code that calls ``submit.click()``
+        # saves at once.
+        if self._save_pending:
+            return
+        loop = _running_loop()
+        if loop is not None and _handling_browser_message():
+            self._save_pending = True
+            loop.call_later(BROWSER_SETTLE_S, self._save_from_browser)
+            return
+        self._save()
+
+    def _save_from_browser(self) -> None:
+        self._save_pending = False
+        self._save()
+
+    def _save(self) -> None:
         if self.done:
             self.message.value = "Nothing left to label."
             return
@@ -146,6 +173,25 @@ class LabelingWidget:
 
     def _ipython_display_(self) -> None:
         display(self.ui)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _handling_browser_message() -> bool:
+    """Whether the kernel is handling a widget message from the browser (a click), not a cell's code."""
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return False
+    try:
+        parent = kernel.get_parent("shell")
+    except TypeError:  # an ipykernel that keeps a single parent
+        parent = kernel.get_parent()
+    return (parent or {}).get("header", {}).get("msg_type") == "comm_msg"
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str, str]:
