@@ -67,3 +67,28 @@ def test_notes_sync_once_when_the_field_is_left(tmp_path):
     (tests/browser/test_labeling.py saw "polite and correc"); one update on leaving the field cannot."""
     widget = LabelingWidget(LabelStore(tmp_path / "labels.sqlite"), ITEMS, labeler="ann")
     assert widget.notes.continuous_update is False
+
+
+def test_a_browser_click_waits_for_a_change_handled_after_it(tmp_path, monkeypatch):
+    # ipykernel 7 can handle the Submit click before the note's update that the browser sent first;
+    # a click from the browser saves BROWSER_SETTLE_S later, so the late note is still stored with
+    # its label. Code that calls submit.click() in a cell saves at once (the other tests).
+    import asyncio
+
+    from rlhf_mini import widgets
+
+    monkeypatch.setattr(widgets, "_handling_browser_message", lambda: True)
+    store = LabelStore(tmp_path / "labels.sqlite")
+    widget = LabelingWidget(store, ITEMS, labeler="ann")
+
+    async def click_then_late_note() -> None:
+        widget.likert.value = 6
+        widget.submit.click()   # the click is handled first ...
+        widget.submit.click()   # (a second click while the save is pending is ignored)
+        widget.notes.value = "B pads"   # ... then the note's update
+        assert store.labels() == [] and "Item 1 of 5" in widget.progress.value
+        await asyncio.sleep(widgets.BROWSER_SETTLE_S + 0.1)
+
+    asyncio.run(click_then_late_note())
+    assert [(lab.likert, lab.notes) for lab in store.labels()] == [(6, "B pads")]
+    assert "Item 2 of 5" in widget.progress.value and widget.notes.value == ""
