@@ -465,7 +465,7 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
         state = load_checkpoint(resume_from, {"": policy}, optimizer)
         start, metrics = state["step"], state["metrics"]
     # GELU as one kernel while sampling and training (``training.fused_gelu``): the same models,
-    # restored on exit, about 15 % faster per step on the CPU
+    # restored on exit, about 13 % faster per step on the CPU (1.36 s against 1.18 s, chapter 13's recipe)
     with fused_gelu(policy), fused_gelu(ref_policy):
         bar = tqdm(range(start, config.max_steps), desc="grpo", disable=not progress)
         for step in bar:

@@ -74,21 +74,32 @@ def test_a_browser_click_waits_for_a_change_handled_after_it(tmp_path, monkeypat
     # a click from the browser saves BROWSER_SETTLE_S later, so the late note is still stored with
     # its label. Code that calls submit.click() in a cell saves at once (the other tests).
     import asyncio
+    import threading
 
     from rlhf_mini import widgets
 
     monkeypatch.setattr(widgets, "_handling_browser_message", lambda: True)
-    store = LabelStore(tmp_path / "labels.sqlite")
-    widget = LabelingWidget(store, ITEMS, labeler="ann")
+    seen: dict = {}
 
     async def click_then_late_note() -> None:
+        store = LabelStore(tmp_path / "labels.sqlite")
+        widget = LabelingWidget(store, ITEMS, labeler="ann")
         widget.likert.value = 6
         widget.submit.click()   # the click is handled first ...
         widget.submit.click()   # (a second click while the save is pending is ignored)
         widget.notes.value = "B pads"   # ... then the note's update
-        assert store.labels() == [] and "Item 1 of 5" in widget.progress.value
+        seen["before"] = (len(store.labels()), widget.progress.value)
         await asyncio.sleep(widgets.BROWSER_SETTLE_S + 0.1)
+        seen["after"] = ([(lab.likert, lab.notes) for lab in store.labels()], widget.progress.value,
+                         widget.notes.value)
 
-    asyncio.run(click_then_late_note())
-    assert [(lab.likert, lab.notes) for lab in store.labels()] == [(6, "B pads")]
-    assert "Item 2 of 5" in widget.progress.value and widget.notes.value == ""
+    # its own thread and event loop (SQLite objects stay in the thread that made them), as a test
+    # before this one may have left an event loop running in this thread
+    worker = threading.Thread(target=asyncio.run, args=(click_then_late_note(),))
+    worker.start()
+    worker.join()
+    count, progress = seen["before"]
+    assert count == 0 and "Item 1 of 5" in progress
+    labels, progress, notes = seen["after"]
+    assert labels == [(6, "B pads")]
+    assert "Item 2 of 5" in progress and notes == ""
