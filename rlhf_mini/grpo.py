@@ -476,17 +476,29 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
             mask = b.completion_mask.to(device).bool()
             advantages = advantages_for(config.advantage_estimator, b.rewards, g, config.scale_rewards).to(device)
             loss_mask = mask & ~b.truncated.to(device)[:, None] if config.mask_truncated_completions else mask
+            # One gradient step per sampled batch (μ = 1, one step per generation): π_old is π_θ itself,
+            # so its log-probs (and the entropy) come from the training pass, detached, as in TRL.
+            # Otherwise they are fixed before the first update, in a pass of their own.
+            on_policy = config.num_iterations == 1 and config.steps_per_generation == 1 and bool(loss_mask.any())
             with torch.no_grad():
                 ref_logps = token_logprobs(ref_policy, ids, attn, temperature=config.temperature)
-                old_logps, entropy = (token_logprobs(policy, ids, attn, temperature=config.temperature,
-                                                     return_entropy=True))
+                if not on_policy:
+                    old_logps, entropy = token_logprobs(policy, ids, attn, temperature=config.temperature,
+                                                        return_entropy=True)
             policy.train()
             stats: dict[str, list[float]] = {}
             order = torch.from_numpy(np.random.default_rng([config.seed, step, 1]).permutation(len(b.rewards)))
+            if on_policy:
+                old_logps, entropy = torch.zeros_like(ref_logps), torch.zeros_like(ref_logps)
             for _ in range(config.num_iterations if bool(loss_mask.any()) else 0):  # all filtered out: no step
                 for rows in torch.tensor_split(order, config.steps_per_generation):
                     rows = rows.to(device)
-                    logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
+                    if on_policy:
+                        logps, row_entropy = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature,
+                                                            return_entropy=True)
+                        old_logps[rows], entropy[rows] = logps.detach(), row_entropy.detach()
+                    else:
+                        logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
                     loss, s = policy_gradient_loss(
                         logps, old_logps[rows], advantages[rows], loss_mask[rows], ref_logps=ref_logps[rows],
                         beta=config.beta, eps_low=config.epsilon, eps_high=eps_high, loss_type=config.loss_type,

@@ -122,6 +122,18 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         """
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         last = (attention_mask.long() * positions).argmax(-1)
+        return self.values_at(input_ids, attention_mask, last)
+
+    def values_at(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """``forward`` read only where it is needed: ``at`` holds column indices, ``[B]`` (one per
+        row, the output is ``[B]``) or ``[B, K]`` (K per row, the output is ``[B, K]``).
+
+        A process reward model reads a value at each step's end and an outcome or reward model at
+        the EOS, a handful of positions in a row of dozens. Every block but the last runs whole;
+        the last runs its query, attention output and MLP only at those positions
+        (``_last_block_at``), with keys and values from every position. Equal to ``forward``
+        gathered at ``at``, up to float rounding.
+        """
         blocks, ln_f = self.transformer.h, self.transformer.ln_f
         # GPT2Model runs every block in `h`, then ln_f: hand it all blocks but the last, and no ln_f
         self.transformer.h, self.transformer.ln_f = blocks[:-1], nn.Identity()
@@ -132,7 +144,7 @@ class ScalarHeadModel(GPT2PreTrainedModel):
             ).last_hidden_state
         finally:
             self.transformer.h, self.transformer.ln_f = blocks, ln_f
-        hidden = _last_block_at(blocks[-1], hidden, attention_mask, last, layer_index=len(blocks) - 1)
+        hidden = _last_block_at(blocks[-1], hidden, attention_mask, at, layer_index=len(blocks) - 1)
         return self.head(ln_f(hidden)).squeeze(-1)
 
     @classmethod
@@ -147,36 +159,42 @@ class ScalarHeadModel(GPT2PreTrainedModel):
         return model.to(lm.device)  # built on the CPU; it joins the language model's device
 
 
-def _last_block_at(block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, last: torch.Tensor,
+def _last_block_at(block: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor, at: torch.Tensor,
                    layer_index: int) -> torch.Tensor:
-    """A GPT-2 block's output at one position per row, ``hidden[b, last[b]]`` → ``[B, D]``.
+    """A GPT-2 block's output at the columns ``at`` of each row: ``[B]`` → ``[B, D]`` (``hidden[b, at[b]]``),
+    or ``[B, K]`` → ``[B, K, D]``.
 
     The same arithmetic as the block (pre-LayerNorm attention, then MLP, each with its residual)
-    for one query per row: keys and values come from every position, and the query at ``last``
-    sees the real tokens up to it (the causal mask).
+    for the chosen queries only: keys and values come from every position, and the query at column
+    t sees the real tokens up to t (the causal mask).
     """
     attn = block.attn
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
     batch, width, dim = hidden.shape
+    per_row = at.view(batch, -1)  # [B, K]
+    queries = per_row.shape[1]
+    rows = torch.arange(batch, device=hidden.device)[:, None].expand_as(per_row).reshape(-1)
+    cols = per_row.reshape(-1)
     heads = attn.num_heads
     x = block.ln_1(hidden)
     weight, bias = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: x @ weight + bias, columns [q | k | v]
     keys, values = torch.addmm(bias[dim:], x.reshape(-1, dim), weight[:, dim:]).split(dim, dim=-1)
-    query = torch.addmm(bias[:dim], x[rows, last], weight[:, :dim])
+    query = torch.addmm(bias[:dim], x[rows, cols], weight[:, :dim])  # [B * K, D]
     positions = torch.arange(width, device=hidden.device)
-    visible = (attention_mask.bool() & (positions <= last[:, None])) | (positions == last[:, None])
-    scale = (dim // heads) ** -0.5 if block.attn.scale_attn_weights else 1.0
-    if block.attn.scale_attn_by_inverse_layer_idx:
+    # [B, K, width]: the real tokens up to each query's column, and the query itself
+    visible = (attention_mask.bool()[:, None, :] & (positions <= per_row[..., None])) | (positions == per_row[..., None])
+    scale = (dim // heads) ** -0.5 if attn.scale_attn_weights else 1.0
+    if attn.scale_attn_by_inverse_layer_idx:
         scale /= layer_index + 1
     mixed = nn.functional.scaled_dot_product_attention(
-        query.view(batch, heads, 1, -1),
+        query.view(batch, queries, heads, -1).transpose(1, 2),
         keys.view(batch, width, heads, -1).transpose(1, 2),
         values.view(batch, width, heads, -1).transpose(1, 2),
-        attn_mask=visible[:, None, None, :], scale=scale,
+        attn_mask=visible[:, None, :, :], scale=scale,
         dropout_p=attn.attn_dropout.p if block.training else 0.0,
-    )
-    out = hidden[rows, last] + attn.resid_dropout(attn.c_proj(mixed.reshape(batch, dim)))
-    return out + block.mlp(block.ln_2(out))
+    )  # [B, heads, K, D / heads]
+    out = hidden[rows, cols] + attn.resid_dropout(attn.c_proj(mixed.transpose(1, 2).reshape(batch * queries, dim)))
+    out = out + block.mlp(block.ln_2(out))
+    return out.view(*at.shape, dim)
 
 
 def disable_dropout(model: nn.Module) -> nn.Module:

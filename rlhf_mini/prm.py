@@ -32,6 +32,7 @@ second kind and not the first, so chapter 12 trains one PRM/ORM pair on each
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +50,6 @@ from rlhf_mini.models import ScalarHeadModel
 from rlhf_mini.sampling import generate
 from rlhf_mini.training import (
     SCHEDULES,
-    by_length,
     fused_gelu,
     load_checkpoint,
     lr_at,
@@ -106,13 +106,14 @@ def step_end_positions(tokenizer: PreTrainedTokenizerBase, response: str) -> lis
 
 
 def _step_end_positions(response: str, offsets: list[tuple[int, int]]) -> list[int]:
-    # ``step_end_positions`` from the tokens' character spans (``offsets``), tokenized already
+    # ``step_end_positions`` from the tokens' character spans (``offsets``, in order), tokenized already
+    ends = [e for _, e in offsets]
     positions = []
     for char in step_end_chars(response):
-        hit = [j for j, (s, e) in enumerate(offsets) if s <= char < e]
-        if not hit:
+        j = bisect.bisect_right(ends, char)  # the first token that ends after the character
+        if j == len(offsets) or offsets[j][0] > char:
             raise ValueError(f"no token covers character {char} of {response!r}")
-        positions.append(hit[0])
+        positions.append(j)
     positions.append(len(offsets))  # the EOS appended after the response
     return positions
 
@@ -138,6 +139,21 @@ class VerifierBatch:
     """[B, K] 1 where a label is real"""
 
 
+def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+              responses: list[str]) -> tuple[list[list[int]], list[list[int]], list[list[tuple[int, int]]]]:
+    """Token ids of the prompts, and ids and character spans of the responses, no special tokens.
+
+    One call per list (one call per text costs more than the tokenizing); a fast tokenizer's own
+    backend is asked directly, which skips the wrapper's conversion of every encoding."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        enc = tokenizer(responses, add_special_tokens=False, return_offsets_mapping=True)
+        return (tokenizer(prompts, add_special_tokens=False)["input_ids"], enc["input_ids"], enc["offset_mapping"])
+    encoded = backend.encode_batch(responses, add_special_tokens=False)
+    return ([e.ids for e in backend.encode_batch(prompts, add_special_tokens=False)], [e.ids for e in encoded],
+            [e.offsets for e in encoded])
+
+
 def encode_solutions(tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld, prompts: list[str],
                      responses: list[str], max_length: int = 128) -> VerifierBatch:
     """Tokenize solutions (left-padded, as ``encode_pairs`` does) with their step-end positions."""
@@ -147,12 +163,10 @@ def encode_solutions(tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld,
     if not prompts:
         raise ValueError("empty batch: no solutions given")
     rows, pos_rows, lab_rows = [], [], []
-    # two tokenizer calls for the whole list: one call per text costs more than the tokenizing
-    prompt_ids = tokenizer([world.format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
-    enc = tokenizer(list(responses), add_special_tokens=False, return_offsets_mapping=True)
-    for prompt, response, p, response_ids, offsets in zip(prompts, responses, prompt_ids, enc["input_ids"],
-                                                          enc["offset_mapping"]):
-        r = response_ids + [tokenizer.eos_token_id]
+    prompt_ids, response_ids, response_offsets = _tokenize(tokenizer, [world.format_prompt(p) for p in prompts],
+                                                           list(responses))
+    for prompt, response, p, ids, offsets in zip(prompts, responses, prompt_ids, response_ids, response_offsets):
+        r = ids + [tokenizer.eos_token_id]
         positions = _step_end_positions(response, offsets)
         labels = solution_labels(world, prompt, response)
         if len(positions) != len(labels):
@@ -165,18 +179,21 @@ def encode_solutions(tokenizer: PreTrainedTokenizerBase, world: ArithmeticWorld,
     width = max(len(r) for r in rows)
     k = max(len(x) for x in pos_rows)
     B = len(rows)
-    input_ids = torch.full((B, width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, width), dtype=torch.long)
-    label_positions = torch.zeros((B, k), dtype=torch.long)
-    labels = torch.zeros((B, k))
-    label_mask = torch.zeros((B, k))
+    # filled as numpy arrays, then turned into tensors once: a tensor per row costs more than the filling
+    input_ids = np.full((B, width), tokenizer.pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((B, width), dtype=np.int64)
+    label_positions = np.zeros((B, k), dtype=np.int64)
+    labels = np.zeros((B, k), dtype=np.float32)
+    label_mask = np.zeros((B, k), dtype=np.float32)
     for i, (row, pos, lab) in enumerate(zip(rows, pos_rows, lab_rows)):
         shift = width - len(row)
-        input_ids[i, shift:] = torch.tensor(row)
+        input_ids[i, shift:] = row
         attention_mask[i, shift:] = 1
-        label_positions[i, : len(pos)] = torch.tensor(pos) + shift
-        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.float)
+        label_positions[i, : len(pos)] = [q + shift for q in pos]
+        labels[i, : len(lab)] = lab
         label_mask[i, : len(lab)] = 1
+    input_ids, attention_mask, label_positions, labels, label_mask = map(
+        torch.from_numpy, (input_ids, attention_mask, label_positions, labels, label_mask))
     return VerifierBatch(input_ids, attention_mask, label_positions, labels, label_mask)
 
 
@@ -232,19 +249,26 @@ class VerifierConfig:
             raise ValueError(f"max_steps must be >= 0 and batch_size >= 1, got {self.max_steps}, {self.batch_size}")
 
 
-def verifier_logits(model: ScalarHeadModel, batch: VerifierBatch) -> torch.Tensor:
+def verifier_logits(model: ScalarHeadModel, batch: VerifierBatch, rows_per_group: int = 32) -> torch.Tensor:
     """[B, K] logits at the step ends (the last real one of each row is at the EOS).
 
-    Rows of similar length run together, each group cut to its longest row (``training.by_length``;
-    the same logits up to float rounding, with most of the padding never computed); each group's
-    per-token values are padded back on the left to the batch's width, where the positions point.
+    ``model.values_at`` runs the last block only at those columns. Rows of similar length run
+    together, each group cut to its longest row (as ``training.by_length`` does: the same logits up
+    to float rounding, with most of the padding never computed); cutting a left-padded group's
+    first columns moves its step ends as many columns to the left.
     """
-    width = batch.input_ids.shape[1]
-
-    def values(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.pad(model(input_ids, attention_mask), (width - input_ids.shape[1], 0))
-
-    return by_length(values, batch.input_ids, batch.attention_mask, rows_per_group=32).gather(1, batch.label_positions)
+    ids, mask, at = batch.input_ids, batch.attention_mask, batch.label_positions
+    if ids.shape[0] <= rows_per_group or not bool(mask[:, -1].all()):
+        return model.values_at(ids, mask, at)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    logits = []
+    for rows in order.split(rows_per_group):
+        width = int(lengths[rows].max())
+        cut = ids.shape[1] - width
+        # a padded label slot points at column 0: clamp it to a column that exists (it is never read)
+        logits.append(model.values_at(ids[rows, cut:], mask[rows, cut:], (at[rows] - cut).clamp(min=0)))
+    return torch.cat(logits)[torch.argsort(order)]
 
 
 def verifier_loss(model: ScalarHeadModel, batch: VerifierBatch, kind: str) -> tuple[torch.Tensor, dict]:

@@ -122,6 +122,27 @@ def test_scalar_head_score_is_forward_at_the_last_token(tiny_profile, tiny_token
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
 
 
+def test_values_at_many_columns_is_forward_gathered(tiny_profile, tiny_tokenizer):
+    # a PRM reads K columns per row: the padding column and the query's own, masked or not
+    model = ScalarHeadModel(make_config(tiny_profile, tiny_tokenizer))
+    batch = encode_pairs(tiny_tokenizer, ["Q: 1 + 2 = ?", "Review: The movie was", "Q: 7 - 4 = ?"],
+                         [" 3", " great. I loved it.", " 3 because 7 - 4 = 3"], 64)
+    width = batch.input_ids.shape[1]
+    at = torch.tensor([[width - 1, width - 3, 0, width - 2], [width - 1, 5, width - 4, 1],
+                       [2, width - 1, width - 1, width - 6]])
+    values = model.values_at(batch.input_ids, batch.attention_mask, at)
+    assert values.shape == (3, 4) and bool(torch.isfinite(values).all())
+    reference = model(batch.input_ids, batch.attention_mask).gather(1, at)
+    real = batch.attention_mask.gather(1, at).bool()  # a padding column's value is never read
+    assert torch.allclose(values[real], reference[real], atol=1e-5), (values, reference)
+    assert torch.allclose(model.values_at(batch.input_ids, batch.attention_mask, at[:, 0]), values[:, 0])
+    weights = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * real
+    fast = torch.autograd.grad((values * weights).sum(), list(model.parameters()))
+    slow = torch.autograd.grad((reference * weights).sum(), list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), fast, slow):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
 def test_reward_model_from_language_model_copies_body(tiny_policy):
     rm = ScalarHeadModel.from_language_model(tiny_policy)
     for (name, p), (_, q) in zip(rm.transformer.named_parameters(), tiny_policy.transformer.named_parameters()):

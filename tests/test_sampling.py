@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhf_mini.logprobs import sequence_logprobs
-from rlhf_mini.sampling import best_of_n_kl, generate, kv_cache_keyword
+from rlhf_mini.sampling import best_of_n_kl, generate, kv_cache_keyword, sample_tokens
 
 
 def test_best_of_n_kl_closed_form():
@@ -116,3 +116,31 @@ def test_bad_generation_input(tiny_policy, tiny_tokenizer):
         generate(tiny_policy, tiny_tokenizer, [], max_new_tokens=4)
     with pytest.raises(ValueError, match="temperature"):
         generate(tiny_policy, tiny_tokenizer, ["a"], temperature=0)
+
+
+def test_sample_tokens_draws_what_multinomial_draws():
+    # the same generator state gives the same tokens, and leaves the generator in the same state
+    logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(0)) * 3
+    probs = torch.softmax(logits, -1)
+    probs[:, :100] = 0.0  # tokens a top-k filter removed are never drawn
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(5):
+        drawn = sample_tokens(probs, ours)
+        assert torch.equal(drawn, torch.multinomial(probs, 1, generator=theirs).squeeze(1))
+        assert bool((drawn >= 100).all())
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+def test_sample_tokens_frequencies_match_the_probabilities():
+    probs = torch.tensor([[0.5, 0.3, 0.2, 0.0]]).expand(20_000, 4).contiguous()
+    counts = torch.bincount(sample_tokens(probs, torch.Generator().manual_seed(1)), minlength=4).float() / 20_000
+    assert torch.allclose(counts, probs[0], atol=0.015), counts
+
+
+def test_sample_tokens_rejects_nan_and_bad_shapes():
+    with pytest.raises(ValueError, match="NaN, inf or negative"):
+        sample_tokens(torch.tensor([[0.5, float("nan")]]))
+    with pytest.raises(ValueError, match="NaN, inf or negative"):
+        sample_tokens(torch.tensor([[1.5, -0.5]]))
+    with pytest.raises(ValueError, match=r"\[B, V\]"):
+        sample_tokens(torch.tensor([0.5, 0.5]))
