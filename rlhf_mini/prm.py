@@ -233,7 +233,7 @@ class VerifierConfig:
     def from_profile(cls, profile: Profile | None = None, **changes: object) -> VerifierConfig:
         # Checking "a op b = c" is a harder skill than a preference: a verifier gets more (and
         # larger) batches than a reward model, a higher peak rate and a cosine decay. On the CPU
-        # profile that is 800 steps of 64 solutions at 2e-3, about 40 s on two idle cores.
+        # profile that is 800 steps of 64 solutions at 2e-3, about 35 s on two idle cores.
         profile = profile or get_profile()
         values = {"max_steps": 8 * profile.reward_steps // 3, "batch_size": 2 * profile.batch_size,
                   "learning_rate": 2 * profile.pretrain_lr / 3, "schedule": "cosine", "max_length": profile.n_ctx}
