@@ -58,10 +58,10 @@ clipping at 1.0, Adam without weight decay, fp32, no gradient checkpointing, on 
 so the two alternate. One *step*, on each side:
 
 * ours: sample (``sampling.generate``: a plain KV-cache loop, left-padded prompts, stopping when
-  every row has emitted EOS), score, group advantages, then three passes over the batch: the frozen
-  reference's log-probs (computed at β = 0 too, for the logged KL), the sampling policy's log-probs
-  and entropy (π_old, under ``no_grad``), and the policy's forward and backward; optimizer step;
-  the logged metrics. Position ids come from the attention mask. GELU runs as one kernel
+  every row has emitted EOS), score, group advantages, then two passes over the batch: the frozen
+  reference's log-probs (computed at β = 0 too, for the logged KL), and the policy's forward (with
+  the per-token entropy) and backward; at μ = 1, as in TRL, π_old is the detached π_θ of that
+  forward, with no pass of its own; optimizer step; the logged metrics. Position ids come from the attention mask. GELU runs as one kernel
   (``training.fused_gelu``) while it samples and trains, as in the chapter; ``--trl-fused-gelu``
   gives TRL's policy the same activation.
 * TRL: sample (``model.generate``: left-padded prompts, the same stopping), score, advantages, one

@@ -1,6 +1,7 @@
 """GRPO and its relatives: advantages, the loss's four aggregations against hand-computed values,
 padding gradients, bad input, the verifiers, pass@k, and a tiny trainer run with resume."""
 
+import copy
 import math
 
 import numpy as np
@@ -222,6 +223,35 @@ def test_every_recipe_runs_and_logs_trl_metrics(recipe, tiny_policy, tiny_tokeni
     for key in ("reward", "reward_std", "frac_reward_zero_std", "completion_length", "kl", "clip_ratio/region_mean"):
         assert math.isfinite(metrics[-1][key]), key
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_one_update_per_batch_takes_pi_old_from_the_training_pass(tiny_policy, tiny_tokenizer, monkeypatch):
+    # μ = 1: the ratio is exactly 1 (nothing clips) and the policy is scored once per step, plus the
+    # reference for the logged KL; with log_kl off at β = 0 there is no reference pass and no "kl"
+    from rlhf_mini import grpo as grpo_module
+
+    world = get_world("arithmetic")
+    calls = []
+    scored = grpo_module.token_logprobs
+
+    def counting(model, *args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return scored(model, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "token_logprobs", counting)
+    _, metrics = train_grpo(tiny_config(max_steps=2), copy.deepcopy(tiny_policy), tiny_tokenizer, world,
+                            world.prompts(8), digit_reward, progress=False)
+    assert calls == [False, True] * 2  # the reference (no grad), then the policy's training pass
+    assert all(m["clip_ratio/region_mean"] == 0 and m["entropy"] > 0 and "kl" in m for m in metrics)
+    calls.clear()
+    _, metrics = train_grpo(tiny_config(max_steps=2, log_kl=False), copy.deepcopy(tiny_policy), tiny_tokenizer,
+                            world, world.prompts(8), digit_reward, progress=False)
+    assert calls == [True] * 2
+    assert all("kl" not in m and m["entropy"] > 0 for m in metrics)
+    calls.clear()
+    train_grpo(tiny_config(max_steps=1, num_iterations=2), copy.deepcopy(tiny_policy), tiny_tokenizer, world,
+               world.prompts(8), digit_reward, progress=False)
+    assert calls == [False, False, True, True]  # μ = 2: π_old gets a pass of its own, before the updates
 
 
 def test_resume_replays_the_uninterrupted_run(tiny_profile, tiny_tokenizer, tmp_path):
