@@ -59,9 +59,10 @@ so the two alternate. One *step*, on each side:
 
 * ours: sample (``sampling.generate``: a plain KV-cache loop, left-padded prompts, stopping when
   every row has emitted EOS), score, group advantages, then two passes over the batch: the frozen
-  reference's log-probs (computed at β = 0 too, for the logged KL), and the policy's forward (with
-  the per-token entropy) and backward; at μ = 1, as in TRL, π_old is the detached π_θ of that
-  forward, with no pass of its own; optimizer step; the logged metrics. Position ids come from the attention mask. GELU runs as one kernel
+  reference's log-probs (computed at β = 0 too, for the logged KL; ``--no-kl-log`` skips it, as
+  TRL does), and the policy's forward (with the per-token entropy) and backward; at μ = 1, as in
+  TRL, π_old is the detached π_θ of that forward, with no pass of its own; optimizer step; the
+  logged metrics. Position ids come from the attention mask. GELU runs as one kernel
   (``training.fused_gelu``) while it samples and trains, as in the chapter; ``--trl-fused-gelu``
   gives TRL's policy the same activation.
 * TRL: sample (``model.generate``: left-padded prompts, the same stopping), score, advantages, one
@@ -369,7 +370,7 @@ class GRPOSetup:
     arithmetic problems, the exact-match verifier, and the chapter's ``GRPOConfig`` cut to a short
     run: G completions of each of ``prompts_per_step`` problems, one update per batch (μ = 1), β = 0."""
 
-    def __init__(self, num_generations: int, prompts_per_step: int, n_prompts: int = 256):
+    def __init__(self, num_generations: int, prompts_per_step: int, n_prompts: int = 256, log_kl: bool = True):
         self.profile = get_profile("cpu")
         self.policy, self.tokenizer = grpo_zoo.start_policy(self.profile)
         disable_dropout(self.policy).eval()
@@ -378,7 +379,7 @@ class GRPOSetup:
         self.index = {p: i for i, p in enumerate(self.prompts)}
         self.config = grpo_zoo.grpo_config(self.profile, "grpo", num_generations=num_generations,
                                            prompts_per_step=prompts_per_step, num_iterations=1, beta=0.0,
-                                           temperature=1.0)
+                                           temperature=1.0, log_kl=log_kl)
 
     def text_dataset(self):
         from datasets import Dataset
@@ -653,7 +654,7 @@ def memory_worker(task: str, side: str, args, steps: int) -> dict:
 
 
 def grpo_memory_worker(side: str, args, steps: int) -> dict:
-    gs = GRPOSetup(args.num_generations, args.prompts_per_step)
+    gs = GRPOSetup(args.num_generations, args.prompts_per_step, log_kl=not args.no_kl_log)
     c = dataclasses.replace(gs.config, max_steps=steps)
     with tempfile.TemporaryDirectory() as out:
         if side == "ours":
@@ -681,6 +682,7 @@ def measure_memory(task: str, side: str, args) -> float | None:
            "--batch-size", str(args.batch_size), "--threads", str(torch.get_num_threads()),
            "--num-generations", str(args.num_generations), "--prompts-per-step", str(args.prompts_per_step)]
     cmd += ["--trl-fused-gelu"] if args.trl_fused_gelu else []
+    cmd += ["--no-kl-log"] if args.no_kl_log else []
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         print(f"memory of {task}/{side} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -764,6 +766,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--trl-fused-gelu", action="store_true",
                         help="give TRL's models ours' one-kernel GELU too (training.fused_gelu)")
+    parser.add_argument("--no-kl-log", action="store_true",
+                        help="GRPO: ours skips the reference pass that logs the KL at β = 0 (GRPOConfig.log_kl), "
+                             "as TRL does: the same work on both sides")
     parser.add_argument("--memory-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -789,7 +794,7 @@ def main() -> None:
     import trl
 
     s = Setup(args.pairs, args.batch_size) if set(args.tasks) - {"grpo"} else None
-    gs = GRPOSetup(args.num_generations, args.prompts_per_step) if "grpo" in args.tasks else None
+    gs = GRPOSetup(args.num_generations, args.prompts_per_step, log_kl=not args.no_kl_log) if "grpo" in args.tasks else None
     check_steps = min(5, args.warmup + args.steps)
     lines, notes = [], []
     with tempfile.TemporaryDirectory() as out:
