@@ -717,14 +717,15 @@ def report(task: str, result: dict, memory: dict, check_steps: int) -> list[str]
     return lines
 
 
-def report_grpo(result: dict, memory: dict) -> tuple[list[str], list[str]]:
+def report_grpo(result: dict, memory: dict, log_kl: bool = True) -> tuple[list[str], list[str]]:
     t = result["times"]
     ratios = [a / b for a, b in zip(t["ours"], t["trl"])]
     same = result["checks"]["same length"]
     ok = same["grad_rel"] <= GRAD_RTOL
     mem = (f"{memory['ours']:8.1f} {memory['trl']:8.1f}" if memory.get("ours") is not None
            and memory.get("trl") is not None else f"{'-':>8} {'-':>8}")
-    line = (f"{'grpo':<7}{'sample G per problem, verify, 1 update':<48}{1e3 * statistics.median(t['ours']):9.1f} "
+    what = "sample G, verify, 1 update, " + ("KL logged" if log_kl else "no KL pass")
+    line = (f"{'grpo':<7}{what:<48}{1e3 * statistics.median(t['ours']):9.1f} "
             f"{1e3 * statistics.median(t['trl']):9.1f} {statistics.median(ratios):7.2f}   {mem}   "
             f"{'yes' if ok else 'NO'} ({same['grad_rel']:.1e}, gradients of one batch of equal-length prompts)")
 
@@ -804,7 +805,7 @@ def main() -> None:
                       flush=True)
                 result = run_grpo(gs, args.grpo_warmup, args.grpo_steps, out, args.trl_fused_gelu)
                 memory = {} if args.no_memory else {side: measure_memory(task, side, args) for side in SIDES[task]}
-                more_lines, more_notes = report_grpo(result, memory)
+                more_lines, more_notes = report_grpo(result, memory, gs.config.log_kl)
                 lines += more_lines
                 notes += more_notes
                 continue
