@@ -249,9 +249,38 @@ def test_one_update_per_batch_takes_pi_old_from_the_training_pass(tiny_policy, t
     assert calls == [True] * 2
     assert all("kl" not in m and m["entropy"] > 0 for m in metrics)
     calls.clear()
-    train_grpo(tiny_config(max_steps=1, num_iterations=2), copy.deepcopy(tiny_policy), tiny_tokenizer, world,
-               world.prompts(8), digit_reward, progress=False)
-    assert calls == [False, False, True, True]  # μ = 2: π_old gets a pass of its own, before the updates
+    train_grpo(tiny_config(max_steps=1, num_iterations=2, steps_per_generation=2), copy.deepcopy(tiny_policy),
+               tiny_tokenizer, world, world.prompts(8), digit_reward, progress=False)
+    # two minibatches per update: only the first sees θ_old, so π_old gets a pass of its own
+    assert calls == [False, False] + [True] * 4
+
+
+def test_later_updates_reuse_pi_old_from_the_first_pass(tiny_policy, tiny_tokenizer, monkeypatch):
+    # μ = 2, the whole batch in one gradient step: the first update's pass is π_old; the second update
+    # compares its new log-probs with those, not with a fresh pass (then the ratio would stay 1)
+    from rlhf_mini import grpo as grpo_module
+
+    world = get_world("arithmetic")
+    calls, losses = [], []
+    scored, loss_fn = grpo_module.token_logprobs, grpo_module.policy_gradient_loss
+
+    def counting(model, *args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return scored(model, *args, **kwargs)
+
+    def recording(logps, old_logps, *args, **kwargs):
+        losses.append((logps.detach().clone(), old_logps.clone()))
+        return loss_fn(logps, old_logps, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "token_logprobs", counting)
+    monkeypatch.setattr(grpo_module, "policy_gradient_loss", recording)
+    train_grpo(tiny_config(max_steps=1, num_iterations=2, learning_rate=1e-2), copy.deepcopy(tiny_policy),
+               tiny_tokenizer, world, world.prompts(8), digit_reward, progress=False)
+    assert calls == [False, True, True]  # the reference, then one training pass per update
+    (first, first_old), (second, second_old) = losses
+    assert torch.equal(first_old, first)  # at θ_old the ratio is exactly 1
+    assert torch.equal(second_old, first_old)  # the second update keeps π_old
+    assert not torch.equal(second, first)  # and its own log-probs have moved
 
 
 def test_resume_replays_the_uninterrupted_run(tiny_profile, tiny_tokenizer, tmp_path):
