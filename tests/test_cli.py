@@ -1,8 +1,10 @@
 """`python -m rlhf_mini STAGE --out DIR` writes metrics.json and a loadable checkpoint.
 
-This trains the cpu profile's models (base, SFT, reward model, PPO, DPO, rejection sampling, RLAIF,
-and chapter 12's PRM and ORM) into the shared artifact cache when they are missing; the notebooks
-then reuse them, so a test run pays once.
+The tests marked ``stage`` run each stage end to end on the cpu profile's real models (base, SFT,
+reward model, PPO, DPO, rejection sampling, RLAIF, chapter 12's PRM and ORM, chapter 13's start
+policy). ``make test`` runs them after the notebooks, which have trained those models into the
+shared artifact cache, so a test run pays for each model once; run alone (``make stages``), they
+train what is missing. ``make unit`` leaves them out and keeps the argument checks below.
 """
 
 import json
@@ -20,6 +22,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "rlhf_mini", *args], capture_output=True, text=True)
 
 
+@pytest.mark.stage
 def test_sft_stage_writes_metrics_and_checkpoint(tmp_path):
     out = tmp_path / "sft"
     result = run_cli("sft", "--task", "assistant", "--profile", "cpu", "--out", str(out))
@@ -31,6 +34,7 @@ def test_sft_stage_writes_metrics_and_checkpoint(tmp_path):
     assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
+@pytest.mark.stage
 def test_rlaif_stage_writes_the_policy_and_the_judge_labels(tmp_path):
     result = run_cli("rlaif", "--task", "assistant", "--profile", "cpu", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,6 +49,7 @@ def test_rlaif_stage_writes_the_policy_and_the_judge_labels(tmp_path):
     assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
+@pytest.mark.stage
 def test_eval_stage_ranks_every_policy(tmp_path):
     # trains the stages' policies into the shared cache when they are missing (a few minutes the
     # first time); the chapters then reuse them
@@ -75,6 +80,7 @@ def test_eval_stage_ranks_every_policy(tmp_path):
         assert mt[name]["turn1"] > mt["base"]["turn1"] and mt[name]["turn2"] > mt["base"]["turn2"], name
 
 
+@pytest.mark.stage
 @pytest.mark.parametrize("stage, learned", [
     # after the eval stage these copy the cached policies; run alone, each trains its stage first
     ("reward", lambda m: np.mean([r["rewards/accuracies"] for r in m[-10:]]) > np.mean([r["rewards/accuracies"] for r in m[:10]])),
@@ -98,6 +104,7 @@ def test_training_stages_write_metrics_and_a_loadable_checkpoint(tmp_path, stage
     assert model.config.n_layer == 2 and tokenizer.pad_token == "<|pad|>"
 
 
+@pytest.mark.stage
 def test_prm_stage_writes_both_verifiers(tmp_path):
     # trains chapter 12's PRM and ORM into the shared cache when missing (about five minutes)
     result = run_cli("prm", "--out", str(tmp_path))
@@ -113,6 +120,7 @@ def test_prm_stage_writes_both_verifiers(tmp_path):
         assert model.config.n_layer == 2
 
 
+@pytest.mark.stage
 def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
     from rlhf_mini.best_of_n import load_best_of_n_sweep
 
@@ -128,6 +136,7 @@ def test_bon_stage_writes_every_n_and_the_pool(tmp_path):
     assert sweep.proxy.shape == (128, 8) and sweep.metrics == rows
 
 
+@pytest.mark.stage
 def test_grpo_stage_writes_trl_metrics_and_a_checkpoint(tmp_path):
     # two steps of Dr. GRPO from chapter 13's start policy (trained into the shared cache the first time)
     result = run_cli("grpo", "--task", "arithmetic", "--profile", "cpu", "--out", str(tmp_path),
