@@ -44,7 +44,7 @@ stages: $(STAMP)
 
 # The unit tests at the lowest library versions pyproject.toml allows (constraints-oldest.txt), in
 # a separate venv, so the declared ranges stay true. The CLI, JupyterLab, slide and browser tests
-# exercise the notebook tools, not these libraries, and are left to `make unit`.
+# exercise the notebook tools, not these libraries, and are left to `make unit` and `make stages`.
 OLDEST_VENV ?= .venv-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.installed
 

@@ -142,21 +142,29 @@ def grpo_policy_path(profile: Profile | None = None, method: str = "grpo", verif
         prompts = train_prompts(profile, config.seed)
         log_fns = {name: fn for name, fn in verifiers.VERIFIERS.items() if name != verifier}
         eval_seconds = [0.0]
+        seconds_at_step: dict[int, float] = {}  # training time (evaluations excluded) at each evaluation
 
         def evaluate(p) -> dict[str, float]:
-            began = time.perf_counter()
+            began_eval = time.perf_counter()
+            step = min((len(seconds_at_step) + 1) * eval_every, config.max_steps)
+            seconds_at_step[step] = began_eval - began - eval_seconds[0]
             out = {"accuracy": heldout_accuracy(p, tok, profile, n_problems=N_CURVE_PROMPTS[profile.name])}
-            eval_seconds[0] += time.perf_counter() - began
+            eval_seconds[0] += time.perf_counter() - began_eval
             return out
 
+        # a run longer than the lesson runs keeps its policy at their length, so that a comparison
+        # at equal steps (the PPO race) needs no second run
+        lesson_steps = LESSON_STEPS[profile.name]
+        checkpoint_every = lesson_steps if config.max_steps > lesson_steps else 0
         began = time.perf_counter()
         policy, metrics = train_grpo(config, policy, tok, world, prompts, verifiers.VERIFIERS[verifier],
-                                     log_fns=log_fns, eval_every=eval_every, eval_fn=evaluate)
+                                     log_fns=log_fns, eval_every=eval_every, eval_fn=evaluate,
+                                     checkpoint_dir=folder / "checkpoints", checkpoint_every=checkpoint_every)
         seconds = time.perf_counter() - began - eval_seconds[0]
         policy.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(metrics, default=float))
-        (folder / "run.json").write_text(json.dumps({"train_seconds": seconds}))
+        (folder / "run.json").write_text(json.dumps({"train_seconds": seconds, "train_seconds_at_step": seconds_at_step}))
 
     key = {"start": start.name, "verifier": verifier, "eval_every": eval_every, "grpo": asdict(config)}
     modules = [sys.modules[__name__], grpo, verifiers, logprobs, losses, models, sampling, training]
@@ -169,9 +177,30 @@ def grpo_policy(profile: Profile | None = None, method: str = "grpo", verifier: 
     return load_policy(grpo_policy_path(profile, method, verifier, **overrides))
 
 
-def run_seconds(folder: Path) -> float:
-    """The wall time a cached run spent training (its held-out evaluations not counted)."""
-    return float(json.loads((folder / "run.json").read_text())["train_seconds"])
+def run_seconds(folder: Path, step: int | None = None) -> float:
+    """The wall time a cached run spent training (its held-out evaluations not counted): in all, or
+    up to ``step`` (a step at which a GRPO run evaluated)."""
+    run = json.loads((folder / "run.json").read_text())
+    if step is None:
+        return float(run["train_seconds"])
+    at_step = run.get("train_seconds_at_step", {})
+    if str(step) not in at_step:
+        raise ValueError(f"{folder / 'run.json'}: no training time recorded at step {step} "
+                         f"(recorded at steps {sorted(int(k) for k in at_step)})")
+    return float(at_step[str(step)])
+
+
+def grpo_checkpoint(profile: Profile | None = None, method: str = "grpo", verifier: str = "exact_match",
+                    step: int | None = None, **overrides: object):
+    """The policy of a cached run at ``step`` (default ``LESSON_STEPS``; a run longer than the lesson
+    runs keeps it) and its tokenizer."""
+    profile = profile or get_profile()
+    step = LESSON_STEPS[profile.name] if step is None else step
+    folder = grpo_policy_path(profile, method, verifier, **overrides) / "checkpoints" / f"step_{step}"
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no checkpoint at step {step}; a run keeps one every "
+                         f"{LESSON_STEPS[profile.name]} steps when it is longer than that")
+    return load_policy(folder)
 
 
 def grpo_metrics(profile: Profile | None = None, method: str = "grpo", verifier: str = "exact_match",
@@ -196,11 +225,12 @@ def orm_reward_fn(profile: Profile | None = None) -> RewardFn:
 
 
 PPO_RECIPE = {"cpu": dict(rollout_batch=256, mini_batch=64, ppo_epochs=2, learning_rate=1e-4, beta=0.02,
-                          max_steps=200),
+                          max_steps=LESSON_STEPS["cpu"]),
               "gpu": dict(rollout_batch=1024, mini_batch=256, ppo_epochs=2, learning_rate=1e-4, beta=0.02,
-                          max_steps=200)}
+                          max_steps=LESSON_STEPS["gpu"])}
 """PPO against the ORM from the same start policy, with as many sampled completions per step as the
-``grpo`` stage's runs (prompts × G) and as many steps"""
+``grpo`` stage's runs (prompts × G), for as many steps as the lesson runs: it has hacked the ORM by
+then, and the main GRPO run keeps its policy at that step (``grpo_checkpoint``) for the comparison"""
 
 
 def ppo_orm_policy_path(profile: Profile | None = None, **overrides: object) -> Path:
