@@ -356,3 +356,40 @@ def test_heldout_problems_are_unseen_by_sft_and_by_every_pool():
     for seed in (0, 1):
         pool = zoo_grpo.train_prompts(profile, seed)
         assert pool and not set(pool) & set(held_out)
+
+
+def test_a_zoo_run_keeps_its_policy_and_training_time_at_the_lesson_length(
+        tiny_policy, tiny_tokenizer, tmp_path, isolated_cache, monkeypatch):
+    """Chapter 13 races PPO against the main GRPO run's policy at the lesson runs' length: the run
+    keeps that policy, and the training time up to each evaluation, beside its final one."""
+    from rlhf_mini import verifiers
+    from rlhf_mini.config import get_profile
+    from rlhf_mini.zoo import grpo as zoo_grpo
+
+    start = tmp_path / "start"
+    tiny_policy.save_pretrained(start)
+    tiny_tokenizer.save_pretrained(start)
+    monkeypatch.setattr(zoo_grpo, "start_policy_path", lambda profile=None: start)
+    monkeypatch.setattr(zoo_grpo, "LESSON_STEPS", {"cpu": 2})
+    monkeypatch.setattr(zoo_grpo, "N_EVAL_PROMPTS", {"cpu": 3})
+    monkeypatch.setattr(zoo_grpo, "N_CURVE_PROMPTS", {"cpu": 2})
+    # a random policy never solves a problem: reward the parity of the length, so that groups differ
+    monkeypatch.setitem(verifiers.VERIFIERS, "exact_match",
+                        lambda prompts, completions: [float(len(c) % 2) for c in completions])
+    profile = get_profile("cpu").replace(max_new_tokens=6)
+    run = dict(max_steps=4, prompts_per_step=2, num_generations=2, num_iterations=1)
+    folder = zoo_grpo.grpo_policy_path(profile, "grpo", eval_every=1, **run)
+
+    at_step = [zoo_grpo.run_seconds(folder, step) for step in (1, 2, 3, 4)]
+    assert 0 < at_step[0] < at_step[1] < at_step[2] < at_step[3] <= zoo_grpo.run_seconds(folder)
+    with pytest.raises(ValueError, match="no training time recorded at step 5"):
+        zoo_grpo.run_seconds(folder, 5)
+    # the step-2 checkpoint is the policy after two steps: neither the start nor the final policy
+    short, _ = zoo_grpo.grpo_checkpoint(profile, "grpo", eval_every=1, **run)
+    final, _ = zoo_grpo.grpo_policy(profile, "grpo", eval_every=1, **run)
+    weight = "transformer.h.0.mlp.c_fc.weight"
+    short_w, final_w, start_w = (m.state_dict()[weight] for m in (short, final, tiny_policy))
+    assert not torch.equal(short_w, start_w) and not torch.equal(short_w, final_w)
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["step_2", "step_4"]
+    with pytest.raises(ValueError, match="no checkpoint at step 3"):
+        zoo_grpo.grpo_checkpoint(profile, "grpo", step=3, eval_every=1, **run)
