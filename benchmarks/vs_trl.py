@@ -58,7 +58,9 @@ clipping at 1.0, Adam without weight decay, fp32, no gradient checkpointing, on 
 so the two alternate. One *step*, on each side:
 
 * ours: sample (``sampling.generate``: a plain KV-cache loop, left-padded prompts, stopping when
-  every row has emitted EOS), score, group advantages, then two passes over the batch: the frozen
+  every row has emitted EOS), score, group advantages, then two passes over the batch's completion
+  tokens, its rows grouped into ``GRPOConfig.length_buckets`` buckets of similar length, each cut
+  to the columns it uses (``logprobs.token_logprobs``): the frozen
   reference's log-probs (computed at β = 0 too, for the logged KL; ``--no-kl-log`` skips it, as
   TRL does), and the policy's forward (with the per-token entropy) and backward; at μ = 1, as in
   TRL, π_old is the detached π_θ of that forward, with no pass of its own; optimizer step; the
@@ -500,9 +502,10 @@ def grpo_same_batch(gs: GRPOSetup, trainer, prompts: list[str], positions_from_m
     advantages = group_advantages(b.rewards, c.num_generations, c.scale_rewards)
     mask = b.completion_mask.bool()
     policy.train()
+    scoring = dict(temperature=c.temperature, response_mask=mask, length_buckets=c.length_buckets)  # as train_grpo
     with torch.no_grad():
-        old = token_logprobs(policy, b.input_ids, b.attention_mask, temperature=c.temperature)
-    logps = token_logprobs(policy, b.input_ids, b.attention_mask, temperature=c.temperature)
+        old = token_logprobs(policy, b.input_ids, b.attention_mask, **scoring)
+    logps = token_logprobs(policy, b.input_ids, b.attention_mask, **scoring)
     loss = policy_gradient_loss(logps, old, advantages, mask, beta=0.0, eps_low=c.epsilon, eps_high=c.epsilon,
                                 loss_type=c.loss_type)
     loss.backward()

@@ -295,6 +295,10 @@ class GRPOConfig:
     """dynamic sampling gives up after this many extra rounds and trains on what it has"""
     temperature: float = 1.0
     """sampling temperature, also used for every log-prob"""
+    length_buckets: int = 4
+    """the log-prob passes score completion tokens only, over this many buckets of rows of similar
+    length, each cut to the columns it uses (``logprobs.token_logprobs``): the same loss to float
+    rounding, with less padding to run through the model (1: one pass over the whole padded batch)"""
     learning_rate: float = 2e-4
     """Adam step size"""
     max_grad_norm: float = 1.0
@@ -315,7 +319,7 @@ class GRPOConfig:
 
     def validate(self) -> None:
         for name in ("num_generations", "prompts_per_step", "num_iterations", "steps_per_generation", "temperature",
-                     "learning_rate", "max_completion_length", "max_grad_norm"):
+                     "learning_rate", "max_completion_length", "max_grad_norm", "length_buckets"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GRPOConfig.{name} must be positive, got {getattr(self, name)}")
         if self.steps_per_generation > self.num_generations * self.prompts_per_step:
@@ -487,11 +491,12 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
             # detached, and the later μ − 1 updates reuse them. With several steps per generation only
             # the first minibatch sees θ_old, so π_old gets a pass of its own before the first update.
             old_from_first_pass = config.steps_per_generation == 1 and bool(loss_mask.any())
+            # every log-prob pass scores the completion tokens only (``mask``), in length buckets
+            scoring = dict(temperature=config.temperature, response_mask=mask, length_buckets=config.length_buckets)
             with torch.no_grad():
-                ref_logps = token_logprobs(ref_policy, ids, attn, temperature=config.temperature) if use_ref else None
+                ref_logps = token_logprobs(ref_policy, ids, attn, **scoring) if use_ref else None
                 if not old_from_first_pass:
-                    old_logps, entropy = token_logprobs(policy, ids, attn, temperature=config.temperature,
-                                                        return_entropy=True)
+                    old_logps, entropy = token_logprobs(policy, ids, attn, return_entropy=True, **scoring)
             policy.train()
             stats: dict[str, list[float]] = {}
             order = torch.from_numpy(np.random.default_rng([config.seed, step, 1]).permutation(len(b.rewards)))
@@ -500,12 +505,13 @@ def train_grpo(config: GRPOConfig, policy, tokenizer, world, prompts: list[str],
             for iteration in range(config.num_iterations if bool(loss_mask.any()) else 0):  # all filtered out: no step
                 for rows in torch.tensor_split(order, config.steps_per_generation):
                     rows = rows.to(device)
+                    row_scoring = {**scoring, "response_mask": mask[rows]}
                     if old_from_first_pass and iteration == 0:
-                        logps, row_entropy = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature,
-                                                            return_entropy=True)
+                        logps, row_entropy = token_logprobs(policy, ids[rows], attn[rows], return_entropy=True,
+                                                            **row_scoring)
                         old_logps[rows], entropy[rows] = logps.detach(), row_entropy.detach()
                     else:
-                        logps = token_logprobs(policy, ids[rows], attn[rows], temperature=config.temperature)
+                        logps = token_logprobs(policy, ids[rows], attn[rows], **row_scoring)
                     loss, s = policy_gradient_loss(
                         logps, old_logps[rows], advantages[rows], loss_mask[rows],
                         ref_logps=ref_logps[rows] if use_ref else None,

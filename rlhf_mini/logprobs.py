@@ -248,6 +248,75 @@ def _rows_logprobs(
     return flat_index, logprobs, entropy
 
 
+def _bucketed_rows_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    rows_mask: Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    impl: str,
+    return_entropy: bool,
+    length_buckets: int,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``_rows_logprobs`` over buckets of rows of similar length, each cut to the columns it uses.
+
+    Columns where no row of a bucket has a real token are padding for all of them: dropping them
+    changes no position id (they count only real tokens) and no prediction (a token right after
+    padding has none), only the amount of work.
+    """
+    batch, length = input_ids.shape
+    real = attention_mask != 0
+    order = torch.argsort(real.sum(dim=1), stable=True)
+    flat_parts: list[Tensor] = []
+    value_parts: list[Tensor] = []
+    entropy_parts: list[Tensor] = []
+    for rows in torch.tensor_split(order, min(length_buckets, batch)):
+        used = torch.nonzero(real[rows].any(dim=0))
+        if used.numel() == 0:  # only padding: nothing to predict
+            continue
+        start, stop = int(used[0, 0]), int(used[-1, 0]) + 1
+        flat, values, entropy = _rows_logprobs(
+            model, input_ids[rows, start:stop], attention_mask[rows, start:stop],
+            rows_mask[rows, start:stop], temperature, chunk_size, impl, return_entropy,
+        )
+        width = stop - start
+        row = rows[torch.div(flat, width, rounding_mode="floor")]
+        flat_parts.append(row * length + start + flat % width)
+        value_parts.append(values)
+        if entropy is not None:
+            entropy_parts.append(entropy)
+    if not value_parts:  # every row is padding: the one-pass path returns its zeros
+        return _rows_logprobs(model, input_ids, attention_mask, rows_mask, temperature, chunk_size, impl,
+                              return_entropy)
+    entropy_out = torch.cat(entropy_parts) if return_entropy else None
+    return torch.cat(flat_parts), torch.cat(value_parts), entropy_out
+
+
+def _check_response_mask(response_mask: Tensor, attention_mask: Tensor) -> Tensor:
+    """``response_mask`` as bool, after checking that each marked token has a real prefix."""
+    if not isinstance(response_mask, Tensor) or response_mask.shape != attention_mask.shape:
+        shape = tuple(response_mask.shape) if isinstance(response_mask, Tensor) else None
+        raise ValueError(
+            f"response_mask has shape {shape} but input_ids has shape {tuple(attention_mask.shape)}"
+        )
+    response = response_mask != 0
+    if bool(response[:, 0].any()):
+        row = int(torch.nonzero(response[:, 0])[0, 0])
+        raise ValueError(
+            f"response_mask marks position 0 of row {row} as a response token; it has no prefix "
+            "to be predicted from"
+        )
+    orphan = response & ~_predictable(attention_mask)
+    if bool(orphan.any()):
+        row, col = (int(i) for i in torch.nonzero(orphan)[0])
+        raise ValueError(
+            f"response_mask marks position {col} of row {row}, which is padding or follows "
+            "padding (attention_mask is 0 there or just before)"
+        )
+    return response
+
+
 def _scatter(flat_index: Tensor, values: Tensor, shape: torch.Size) -> Tensor:
     """Place row values back on the ``[B, T]`` grid, zeros elsewhere (differentiably)."""
     out = values.new_zeros(shape[0] * shape[1])
@@ -268,6 +337,8 @@ def token_logprobs(
     impl: str = "chunked",
     chunk_size: int | None = None,
     return_entropy: bool = False,
+    response_mask: Tensor | None = None,
+    length_buckets: int = 1,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Per-token log-probabilities ``[B, T]``: out[b, t] = log π(x_t | x_<t) at temperature τ.
 
@@ -281,16 +352,40 @@ def token_logprobs(
     ``chunk_size`` is the number of positions per chunk (default: 2**25 / V). With
     ``return_entropy=True`` returns ``(logprobs, entropy)``, the entropy of the predictive
     distribution of each position, 0 where the log-prob is 0.
+
+    Two options save work that a trainer does not need:
+
+    * ``response_mask`` ``[B, T]``: compute only these positions (a policy-gradient trainer's
+      completion tokens); every other position gets 0. The output layer then skips the prompts.
+    * ``length_buckets`` = k > 1: sort the rows by their number of real tokens, split them into k
+      buckets, and run each bucket cut to the columns its rows use, so the transformer body skips
+      most of the padding of a batch whose lengths vary. The values agree with one pass to float
+      rounding (the attention adds up a different number of masked keys), not bit for bit.
     """
     _check_inputs(input_ids, attention_mask, temperature, impl, chunk_size)
+    if not isinstance(length_buckets, int) or length_buckets < 1:
+        raise ValueError(f"length_buckets must be a positive int, got {length_buckets!r}")
     valid = _predictable(attention_mask)
+    if response_mask is not None:
+        valid = _check_response_mask(response_mask, attention_mask)
     if impl == "naive":
-        return naive_token_logprobs(model, input_ids, attention_mask, temperature=temperature,
-                                    return_entropy=return_entropy)
+        naive = naive_token_logprobs(model, input_ids, attention_mask, temperature=temperature,
+                                     return_entropy=return_entropy)
+        if response_mask is None:
+            return naive
+        if return_entropy:
+            return tuple(torch.where(valid, x, 0.0) for x in naive)
+        return torch.where(valid, naive, 0.0)
 
-    flat_index, values, entropy = _rows_logprobs(
-        model, input_ids, attention_mask, valid, temperature, chunk_size, impl, return_entropy
-    )
+    if length_buckets == 1:
+        flat_index, values, entropy = _rows_logprobs(
+            model, input_ids, attention_mask, valid, temperature, chunk_size, impl, return_entropy
+        )
+    else:
+        flat_index, values, entropy = _bucketed_rows_logprobs(
+            model, input_ids, attention_mask, valid, temperature, chunk_size, impl, return_entropy,
+            length_buckets,
+        )
     out = _scatter(flat_index, values, input_ids.shape)
     if not return_entropy:
         return out
@@ -319,26 +414,7 @@ def sequence_logprobs(
     the output layer, which for DPO-style batches (long prompt, short answer) skips most of it.
     """
     _check_inputs(input_ids, attention_mask, temperature, impl, chunk_size)
-    if not isinstance(response_mask, Tensor) or response_mask.shape != input_ids.shape:
-        shape = tuple(response_mask.shape) if isinstance(response_mask, Tensor) else None
-        raise ValueError(
-            f"response_mask has shape {shape} but input_ids has shape {tuple(input_ids.shape)}"
-        )
-    response = response_mask != 0
-    if bool(response[:, 0].any()):
-        row = int(torch.nonzero(response[:, 0])[0, 0])
-        raise ValueError(
-            f"response_mask marks position 0 of row {row} as a response token; it has no prefix "
-            "to be predicted from"
-        )
-    valid = _predictable(attention_mask)
-    orphan = response & ~valid
-    if bool(orphan.any()):
-        row, col = (int(i) for i in torch.nonzero(orphan)[0])
-        raise ValueError(
-            f"response_mask marks position {col} of row {row}, which is padding or follows "
-            "padding (attention_mask is 0 there or just before)"
-        )
+    response = _check_response_mask(response_mask, attention_mask)
 
     if impl == "naive":
         per_token = token_logprobs(

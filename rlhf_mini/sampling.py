@@ -52,7 +52,8 @@ def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None)
     """
     if probs.dim() != 2:
         raise ValueError(f"probs must be [B, V], got shape {tuple(probs.shape)}")
-    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+    lowest, highest = torch.aminmax(probs)  # one pass; a NaN anywhere makes both NaN
+    if not (bool(lowest >= 0) and bool(highest < math.inf)):
         raise ValueError("probs holds NaN, inf or negative entries: check the logits (a diverged model?)")
     uniform = torch.rand(probs.shape, dtype=torch.float64, generator=generator, device=probs.device)
     exponential = torch.log1p(-uniform).neg_().to(probs.dtype)
@@ -66,21 +67,27 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
     ids = prompt_batch.input_ids.to(device)
     mask = prompt_batch.attention_mask.to(device)
     eos = tokenizer.eos_token_id
-    B = ids.shape[0]
+    B, prompt_width = ids.shape
     done = torch.zeros(B, dtype=torch.bool, device=device)
     new_tokens = torch.full((B, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
-    new_mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
+    # the attention mask of prompt + every new token, filled in as tokens arrive (a view per step, no copy)
+    full_mask = torch.cat([mask.long(), torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)], 1)
+    new_mask = full_mask[:, prompt_width:]
     cache = None
     cache_keyword = kv_cache_keyword(model)
     step_ids = ids
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     for t in range(max_new_tokens):
-        positions = position_ids_from_mask(mask if cache is None else torch.cat([mask, new_mask[:, :t]], 1))
+        step_mask = full_mask[:, : prompt_width + t]
+        if cache is None:
+            positions = position_ids_from_mask(step_mask)
+        else:  # the last column of position_ids_from_mask(step_mask), without the cumulative sum
+            positions = (step_mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
         if context is not None and int(positions[:, -1].max()) >= context:
             # the position embedding would be indexed past its end: say so instead of an IndexError
             raise ValueError(f"a prompt plus {t} new tokens fills the model's context of {context} positions; "
                              f"shorten the prompts (max_prompt_length) or max_new_tokens")
-        out = model(input_ids=step_ids, attention_mask=torch.cat([mask, new_mask[:, :t]], 1),
+        out = model(input_ids=step_ids, attention_mask=step_mask,
                     position_ids=positions[:, -step_ids.shape[1]:], use_cache=True, **{cache_keyword: cache})
         cache = getattr(out, cache_keyword)
         logits = out.logits[:, -1, :].float() / temperature
@@ -96,7 +103,7 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
         if done.all():
             new_tokens, new_mask = new_tokens[:, : t + 1], new_mask[:, : t + 1]
             break
-    return new_tokens.cpu(), new_mask.cpu(), (~done).cpu()
+    return new_tokens.cpu(), new_mask.contiguous().cpu(), (~done).cpu()
 
 
 def generate(model, tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, max_new_tokens: int = 32,

@@ -255,6 +255,37 @@ def test_one_update_per_batch_takes_pi_old_from_the_training_pass(tiny_policy, t
     assert calls == [False, False] + [True] * 4
 
 
+def test_length_buckets_change_the_update_by_rounding_only(tiny_policy, tiny_tokenizer, monkeypatch):
+    # every log-prob pass scores the completion tokens only, over GRPOConfig.length_buckets buckets of
+    # rows; the update (μ = 2, so the clip acts in the second) is the one-pass update to float rounding
+    from rlhf_mini import grpo as grpo_module
+
+    world = get_world("arithmetic")
+    seen = []
+    scored = grpo_module.token_logprobs
+
+    def recording(model, input_ids, attention_mask, **kwargs):
+        seen.append((kwargs["length_buckets"], torch.equal(kwargs["response_mask"].bool(), kwargs["response_mask"])))
+        return scored(model, input_ids, attention_mask, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "token_logprobs", recording)
+    prompts = world.prompts(8)  # of different lengths: left padding to cut
+    results = {}
+    for buckets in (1, 3):
+        policy, metrics = train_grpo(tiny_config(max_steps=1, num_iterations=2, length_buckets=buckets),
+                                     copy.deepcopy(tiny_policy), tiny_tokenizer, world, prompts, digit_reward,
+                                     progress=False)
+        results[buckets] = (dict(policy.named_parameters()), metrics[0])
+    assert seen == [(1, True)] * 3 + [(3, True)] * 3  # the reference, then two training passes, each run
+    for name, weight in results[1][0].items():
+        assert torch.allclose(results[3][0][name], weight, atol=1e-6, rtol=0), name
+    for key in ("loss", "kl", "entropy", "grad_norm"):
+        assert results[3][1][key] == pytest.approx(results[1][1][key], rel=1e-4, abs=1e-7), key
+    with pytest.raises(ValueError, match="length_buckets must be positive"):
+        train_grpo(tiny_config(length_buckets=0), tiny_policy, tiny_tokenizer, world, prompts, digit_reward,
+                   progress=False)
+
+
 def test_later_updates_reuse_pi_old_from_the_first_pass(tiny_policy, tiny_tokenizer, monkeypatch):
     # μ = 2, the whole batch in one gradient step: the first update's pass is π_old; the second update
     # compares its new log-probs with those, not with a fresh pass (then the ratio would stay 1)
@@ -393,3 +424,29 @@ def test_a_zoo_run_keeps_its_policy_and_training_time_at_the_lesson_length(
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["step_2", "step_4"]
     with pytest.raises(ValueError, match="no checkpoint at step 3"):
         zoo_grpo.grpo_checkpoint(profile, "grpo", step=3, eval_every=1, **run)
+
+
+def test_a_lesson_run_evaluates_once_and_logs_no_kl(tiny_policy, tiny_tokenizer, tmp_path, isolated_cache,
+                                                     monkeypatch):
+    """Chapter 13's lesson runs read only their last held-out accuracy and no KL: a lesson run measures
+    the accuracy at its last step only and skips the reference pass."""
+    from rlhf_mini import verifiers
+    from rlhf_mini.config import get_profile
+    from rlhf_mini.zoo import grpo as zoo_grpo
+
+    start = tmp_path / "start"
+    tiny_policy.save_pretrained(start)
+    tiny_tokenizer.save_pretrained(start)
+    monkeypatch.setattr(zoo_grpo, "start_policy_path", lambda profile=None: start)
+    monkeypatch.setattr(zoo_grpo, "LESSON_STEPS", {"cpu": 3})
+    monkeypatch.setattr(zoo_grpo, "N_EVAL_PROMPTS", {"cpu": 3})
+    monkeypatch.setattr(zoo_grpo, "N_CURVE_PROMPTS", {"cpu": 2})
+    monkeypatch.setitem(verifiers.VERIFIERS, "exact_match",
+                        lambda prompts, completions: [float(len(c) % 2) for c in completions])
+    profile = get_profile("cpu").replace(max_new_tokens=6)
+    assert zoo_grpo.lesson_run(profile) == {"max_steps": 3, "eval_every": 3, "log_kl": False}
+    metrics = zoo_grpo.grpo_metrics(profile, "grpo", **zoo_grpo.lesson_run(profile), prompts_per_step=2,
+                                    num_generations=2, num_iterations=1)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert [np.isnan(m.get("eval/accuracy", np.nan)) for m in metrics] == [True, True, False]
+    assert not any("kl" in m for m in metrics) and all(m["entropy"] > 0 for m in metrics)

@@ -145,6 +145,87 @@ def test_token_logprobs_and_entropy_chunked_equals_naive(model: GPT2LMHeadModel)
     assert (ent[0, 1:] <= torch.log(torch.tensor(float(VOCAB))) + 1e-5).all()
 
 
+def varied_length_batch(left: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eight rows of 3 to 14 real tokens in 16 columns, padded on the left (as sampling makes
+    them) or on the right; the last 2 to 5 real tokens of each row are its completion."""
+    gen = torch.Generator().manual_seed(2)
+    lengths = [14, 3, 9, 5, 12, 4, 7, 11]
+    input_ids = torch.ones(8, 16, dtype=torch.long)
+    attention_mask = torch.zeros(8, 16, dtype=torch.long)
+    completion = torch.zeros(8, 16, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        cols = slice(16 - n, 16) if left else slice(0, n)
+        input_ids[row, cols] = torch.randint(2, VOCAB, (n,), generator=gen)
+        attention_mask[row, cols] = 1
+        end = 16 if left else n
+        completion[row, end - min(n - 1, 2 + row % 4):end] = 1
+    return input_ids, attention_mask, completion
+
+
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("length_buckets", [1, 3, 8, 20])
+def test_response_mask_and_length_buckets_equal_one_full_pass(
+    model: GPT2LMHeadModel, left: bool, length_buckets: int
+) -> None:
+    # Scoring only the completion tokens, in buckets of rows cut to their columns, gives the full
+    # pass's log-probs and entropies there (0 elsewhere) and the same gradients, to float rounding.
+    input_ids, attention_mask, completion = varied_length_batch(left)
+    weights = torch.linspace(-1.0, 2.0, 16)
+    out = {}
+    for name, kwargs in [("full", {}),
+                         ("cut", dict(response_mask=completion, length_buckets=length_buckets))]:
+        model.zero_grad()
+        lp, ent = token_logprobs(model, input_ids, attention_mask, temperature=0.8,
+                                 return_entropy=True, **kwargs)
+        on = completion.bool()
+        (torch.where(on, lp, 0.0) * weights).sum().backward()
+        out[name] = (lp.detach(), ent.detach(), grads(model))
+    full, cut = out["full"], out["cut"]
+    on = completion.bool()
+    assert torch.allclose(cut[0][on], full[0][on], atol=1e-5, rtol=0)
+    assert torch.allclose(cut[1][on], full[1][on], atol=1e-5, rtol=0)
+    assert (cut[0][~on] == 0).all() and (cut[1][~on] == 0).all()
+    assert (full[0][~on & (attention_mask == 1)] != 0).any()  # the full pass did score the prompts
+    for name, g in full[2].items():
+        assert torch.allclose(cut[2][name], g, atol=1e-5, rtol=0), name
+
+
+def test_length_buckets_run_the_model_on_fewer_columns(
+    model: GPT2LMHeadModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The point of buckets: each forward pass sees only the columns its rows use.
+    input_ids, attention_mask, completion = varied_length_batch(left=True)
+    shapes: list[tuple[int, ...]] = []
+    body = model.base_model
+    original = type(body).forward
+
+    def recording(self, *args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(body), "forward", recording)
+    with torch.no_grad():
+        token_logprobs(model, input_ids, attention_mask, response_mask=completion, length_buckets=4)
+    # sorted by length, two rows per bucket: 3-4, 5-7, 9-11 and 12-14 real tokens
+    assert shapes == [(2, 4), (2, 7), (2, 11), (2, 14)]
+
+
+def test_token_logprobs_options_reject_bad_values(model: GPT2LMHeadModel) -> None:
+    input_ids, attention_mask, completion = varied_length_batch(left=True)
+    with pytest.raises(ValueError, match="length_buckets"):
+        token_logprobs(model, input_ids, attention_mask, length_buckets=0)
+    on_padding = completion.clone()
+    on_padding[1, 0] = 1
+    with pytest.raises(ValueError, match="position 0 of row 1"):
+        token_logprobs(model, input_ids, attention_mask, response_mask=on_padding)
+    on_padding[1, 0] = 0
+    on_padding[1, 5] = 1
+    with pytest.raises(ValueError, match="position 5 of row 1, which is padding"):
+        token_logprobs(model, input_ids, attention_mask, response_mask=on_padding, length_buckets=2)
+    with pytest.raises(ValueError, match="response_mask has shape"):
+        token_logprobs(model, input_ids, attention_mask, response_mask=completion[:, :4])
+
+
 def test_left_padding_does_not_change_logprobs(model: GPT2LMHeadModel) -> None:
     # The same sequence, alone and left-padded in a batch, must score the same.
     seq = torch.tensor([7, 21, 33, 4, 58, 60])

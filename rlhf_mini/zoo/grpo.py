@@ -51,6 +51,16 @@ LESSON_STEPS = {"cpu": 60, "gpu": 100}
 """the shorter runs that compare a recipe with the main run over its first steps (Dr. GRPO, DAPO, the
 loose verifier): with the same seed, step k of every run draws the same prompts"""
 
+
+def lesson_run(profile: Profile | None = None) -> dict[str, object]:
+    """The arguments (``grpo_policy_path``'s) of a lesson run: ``LESSON_STEPS`` steps, held-out accuracy
+    measured once, at the end, and no KL to the start policy logged. The lessons read neither a
+    lesson run's accuracy curve nor its KL, and skipping them leaves its training unchanged (the
+    evaluation samples with its own generator; the KL is a forward pass of the reference)."""
+    profile = profile or get_profile()
+    steps = LESSON_STEPS[profile.name]
+    return {"max_steps": steps, "eval_every": steps, "log_kl": False}
+
 N_TRAIN_PROMPTS = 4000
 N_EVAL_PROMPTS = {"cpu": 1024, "gpu": 2048}
 """held-out problems: enough that a paired gain of 2 points has a 95% interval clear of zero"""
