@@ -265,7 +265,10 @@ def test_length_buckets_change_the_update_by_rounding_only(tiny_policy, tiny_tok
     scored = grpo_module.token_logprobs
 
     def recording(model, input_ids, attention_mask, **kwargs):
-        seen.append((kwargs["length_buckets"], torch.equal(kwargs["response_mask"].bool(), kwargs["response_mask"])))
+        mask, real = kwargs["response_mask"], attention_mask.bool()
+        # completion tokens only: within the real tokens, at most max_completion_length (6) per row
+        seen.append((kwargs["length_buckets"], bool((mask <= real).all() and (mask.sum(1) <= 6).all()
+                                                     and (real.sum(1) > 6).all())))
         return scored(model, input_ids, attention_mask, **kwargs)
 
     monkeypatch.setattr(grpo_module, "token_logprobs", recording)
