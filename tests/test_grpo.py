@@ -392,10 +392,9 @@ def test_heldout_problems_are_unseen_by_sft_and_by_every_pool():
         assert pool and not set(pool) & set(held_out)
 
 
-def test_a_zoo_run_keeps_its_policy_and_training_time_at_the_lesson_length(
-        tiny_policy, tiny_tokenizer, tmp_path, isolated_cache, monkeypatch):
-    """Chapter 13 races PPO against the main GRPO run's policy at the lesson runs' length: the run
-    keeps that policy, and the training time up to each evaluation, beside its final one."""
+def tiny_zoo(tiny_policy, tiny_tokenizer, tmp_path, monkeypatch, lesson_steps: int):
+    """``zoo.grpo`` on the tiny policy (as its start policy), 3 held-out problems (2 for the curve)
+    and ``lesson_steps``; returns the module and a cpu profile of 6-token completions."""
     from rlhf_mini import verifiers
     from rlhf_mini.config import get_profile
     from rlhf_mini.zoo import grpo as zoo_grpo
@@ -404,13 +403,20 @@ def test_a_zoo_run_keeps_its_policy_and_training_time_at_the_lesson_length(
     tiny_policy.save_pretrained(start)
     tiny_tokenizer.save_pretrained(start)
     monkeypatch.setattr(zoo_grpo, "start_policy_path", lambda profile=None: start)
-    monkeypatch.setattr(zoo_grpo, "LESSON_STEPS", {"cpu": 2})
+    monkeypatch.setattr(zoo_grpo, "LESSON_STEPS", {"cpu": lesson_steps})
     monkeypatch.setattr(zoo_grpo, "N_EVAL_PROMPTS", {"cpu": 3})
     monkeypatch.setattr(zoo_grpo, "N_CURVE_PROMPTS", {"cpu": 2})
     # a random policy never solves a problem: reward the parity of the length, so that groups differ
     monkeypatch.setitem(verifiers.VERIFIERS, "exact_match",
                         lambda prompts, completions: [float(len(c) % 2) for c in completions])
-    profile = get_profile("cpu").replace(max_new_tokens=6)
+    return zoo_grpo, get_profile("cpu").replace(max_new_tokens=6)
+
+
+def test_a_zoo_run_keeps_its_policy_and_training_time_at_the_lesson_length(
+        tiny_policy, tiny_tokenizer, tmp_path, isolated_cache, monkeypatch):
+    """Chapter 13 races PPO against the main GRPO run's policy at the lesson runs' length: the run
+    keeps that policy, and the training time up to each evaluation, beside its final one."""
+    zoo_grpo, profile = tiny_zoo(tiny_policy, tiny_tokenizer, tmp_path, monkeypatch, lesson_steps=2)
     run = dict(max_steps=4, prompts_per_step=2, num_generations=2, num_iterations=1)
     folder = zoo_grpo.grpo_policy_path(profile, "grpo", eval_every=1, **run)
 
@@ -433,20 +439,7 @@ def test_a_lesson_run_evaluates_once_and_logs_no_kl(tiny_policy, tiny_tokenizer,
                                                      monkeypatch):
     """Chapter 13's lesson runs read only their last held-out accuracy and no KL: a lesson run measures
     the accuracy at its last step only and skips the reference pass."""
-    from rlhf_mini import verifiers
-    from rlhf_mini.config import get_profile
-    from rlhf_mini.zoo import grpo as zoo_grpo
-
-    start = tmp_path / "start"
-    tiny_policy.save_pretrained(start)
-    tiny_tokenizer.save_pretrained(start)
-    monkeypatch.setattr(zoo_grpo, "start_policy_path", lambda profile=None: start)
-    monkeypatch.setattr(zoo_grpo, "LESSON_STEPS", {"cpu": 3})
-    monkeypatch.setattr(zoo_grpo, "N_EVAL_PROMPTS", {"cpu": 3})
-    monkeypatch.setattr(zoo_grpo, "N_CURVE_PROMPTS", {"cpu": 2})
-    monkeypatch.setitem(verifiers.VERIFIERS, "exact_match",
-                        lambda prompts, completions: [float(len(c) % 2) for c in completions])
-    profile = get_profile("cpu").replace(max_new_tokens=6)
+    zoo_grpo, profile = tiny_zoo(tiny_policy, tiny_tokenizer, tmp_path, monkeypatch, lesson_steps=3)
     assert zoo_grpo.lesson_run(profile) == {"max_steps": 3, "eval_every": 3, "log_kl": False}
     metrics = zoo_grpo.grpo_metrics(profile, "grpo", **zoo_grpo.lesson_run(profile), prompts_per_step=2,
                                     num_generations=2, num_iterations=1)
