@@ -2,7 +2,9 @@
 
 ``generate`` is a plain sampling loop with a KV cache, so every detail is visible: temperature
 divides the logits (and the PPO scorer divides them the same way), sampling stops at EOS, and each
-response is cut after its first EOS. Rows that never emit EOS are marked ``truncated``.
+response is cut after its first EOS. Rows that never emit EOS are marked ``truncated``. After the
+prompt, each step of a GPT-2 runs through ``gpt2_decode_step``: the cache and the attention of one
+new token, written out.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from rlhf_mini.batch import TokenBatch, encode_prompts
 from rlhf_mini.models import position_ids_from_mask
@@ -60,6 +63,65 @@ def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None)
     return (probs / exponential).argmax(dim=-1)
 
 
+def decodes_gpt2(model) -> bool:
+    """Whether ``gpt2_decode_step`` runs ``model``: a GPT-2 language model (the course's policies)
+    with transformers' SDPA attention and no cross-attention. Other models decode through their own
+    ``forward`` and its cache."""
+    config = model.config
+    return (isinstance(model, GPT2LMHeadModel) and getattr(config, "_attn_implementation", None) == "sdpa"
+            and not config.add_cross_attention)
+
+
+def preallocate_kv(cache, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values ``[B, heads, P, d_head]`` from transformers' cache after the
+    prompt, copied into buffers of ``width`` positions (prompt + new tokens) that
+    ``gpt2_decode_step`` fills one column at a time."""
+    kv = []
+    for layer in cache.layers:
+        batch, heads, prompt_width, head_dim = layer.keys.shape
+        keys = layer.keys.new_empty((batch, heads, width, head_dim))
+        values = layer.values.new_empty((batch, heads, width, head_dim))
+        keys[:, :, :prompt_width], values[:, :, :prompt_width] = layer.keys, layer.values
+        kv.append((keys, values))
+    return kv
+
+
+def gpt2_decode_step(model: GPT2LMHeadModel, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """One new token per row through GPT-2, with the keys and values of the earlier ones cached:
+    the logits ``[B, 1, V]``.
+
+    ``input_ids`` and ``position_ids`` are ``[B, 1]``; ``attention_mask`` ``[B, T]`` covers every
+    position so far, the new one last; ``kv`` holds each layer's preallocated keys and values
+    (``preallocate_kv``), whose column ``T − 1`` this step writes. Each block:
+
+        q, k, v = LayerNorm(x) W_qkv                   (k and v go into the cache's column T − 1)
+        x = x + softmax(q K[:T]ᵀ / √d_head, masked) V[:T] W_o    (per head)
+        x = x + MLP(LayerNorm(x))
+
+    It is transformers' own GPT-2 step (its modules, the same operations in the same order, so
+    the logits are equal bit for bit), with one difference: transformers' cache concatenates each
+    layer's keys and values with the new ones at every step, a copy of the whole cache, where this
+    writes one column of a buffer allocated once. Dropout is left out: ``generate`` samples in eval mode.
+    """
+    transformer = model.transformer
+    batch, width = attention_mask.shape
+    may_attend = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: padding is never attended to
+    x = transformer.wte(input_ids) + transformer.wpe(position_ids)
+    for block, (keys, values) in zip(transformer.h, kv):
+        attn = block.attn
+        q, k, v = attn.c_attn(block.ln_1(x)).split(attn.embed_dim, dim=2)
+        keys[:, :, width - 1] = k.view(batch, attn.num_heads, attn.head_dim)
+        values[:, :, width - 1] = v.view(batch, attn.num_heads, attn.head_dim)
+        q = q.view(batch, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+        # scale: 1/√d_head (transformers 5.0's attention has no ``scaling`` and leaves it to SDPA's default)
+        heads = F.scaled_dot_product_attention(q, keys[:, :, :width], values[:, :, :width], attn_mask=may_attend,
+                                               scale=getattr(attn, "scaling", None))
+        x = x + attn.c_proj(heads.transpose(1, 2).reshape(batch, 1, attn.embed_dim))
+        x = x + block.mlp(block.ln_2(x))
+    return model.lm_head(transformer.ln_f(x))
+
+
 @torch.no_grad()
 def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: int,
                   temperature: float, top_k: int, generator: torch.Generator | None):
@@ -73,13 +135,13 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
     # the attention mask of prompt + every new token, filled in as tokens arrive (a view per step, no copy)
     full_mask = torch.cat([mask.long(), torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)], 1)
     new_mask = full_mask[:, prompt_width:]
-    cache = None
+    cache, kv = None, None
     cache_keyword = kv_cache_keyword(model)
     step_ids = ids
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     for t in range(max_new_tokens):
         step_mask = full_mask[:, : prompt_width + t]
-        if cache is None:
+        if t == 0:
             positions = position_ids_from_mask(step_mask)
         else:  # the last column of position_ids_from_mask(step_mask), without the cumulative sum
             positions = (step_mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
@@ -87,10 +149,17 @@ def _sample_batch(model, tokenizer, prompt_batch: TokenBatch, max_new_tokens: in
             # the position embedding would be indexed past its end: say so instead of an IndexError
             raise ValueError(f"a prompt plus {t} new tokens fills the model's context of {context} positions; "
                              f"shorten the prompts (max_prompt_length) or max_new_tokens")
-        out = model(input_ids=step_ids, attention_mask=step_mask,
-                    position_ids=positions[:, -step_ids.shape[1]:], use_cache=True, **{cache_keyword: cache})
-        cache = getattr(out, cache_keyword)
-        logits = out.logits[:, -1, :].float() / temperature
+        positions = positions[:, -step_ids.shape[1]:]
+        if kv is not None:  # a GPT-2 after the prompt
+            logits = gpt2_decode_step(model, step_ids, positions, step_mask, kv)[:, -1, :]
+        else:  # the prompt, in one pass (and every step of a model gpt2_decode_step does not run)
+            out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=positions, use_cache=True,
+                        **{cache_keyword: cache})
+            cache = getattr(out, cache_keyword)
+            logits = out.logits[:, -1, :]
+            if t == 0 and decodes_gpt2(model):
+                kv, cache = preallocate_kv(cache, prompt_width + max_new_tokens), None
+        logits = logits.float() / temperature
         if top_k:
             kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -1,11 +1,24 @@
+import contextlib
 import copy
 import math
 
 import pytest
 import torch
 
+from rlhf_mini import sampling
+from rlhf_mini.batch import encode_prompts
 from rlhf_mini.logprobs import sequence_logprobs
-from rlhf_mini.sampling import best_of_n_kl, generate, kv_cache_keyword, sample_tokens
+from rlhf_mini.models import position_ids_from_mask
+from rlhf_mini.sampling import (
+    best_of_n_kl,
+    decodes_gpt2,
+    generate,
+    gpt2_decode_step,
+    kv_cache_keyword,
+    preallocate_kv,
+    sample_tokens,
+)
+from rlhf_mini.training import fused_gelu
 
 
 def test_best_of_n_kl_closed_form():
@@ -98,6 +111,65 @@ def test_sampler_and_scorer_apply_temperature_the_same_way(tiny_policy, tiny_tok
     assert ((freq - p).abs()[likely] < 5 * se[likely]).all()
     # log-likelihood of the counts: the scorer at T explains them far better than at T = 1
     assert (counts * logp_t).sum() > (counts * logp_1).sum() + 50
+
+
+MIXED_PROMPTS = ["Q: 1 + 2 = ?", "Review: I thought the movie was", "<|user|>Hi?\n<|assistant|>", "Q: 7 * 3 - 4 = ?"]
+
+
+def test_the_gpt2_decode_step_gives_transformers_logits_bit_for_bit(tiny_policy, tiny_tokenizer):
+    """Two steps after a left-padded prompt: ``gpt2_decode_step`` over the preallocated cache against
+    the model's own forward over its cache. Equal, not close: the sampled tokens of every chapter
+    must not depend on which of the two ran."""
+    assert decodes_gpt2(tiny_policy)
+    prompts = encode_prompts(tiny_tokenizer, MIXED_PROMPTS, 64)
+    B, P = prompts.input_ids.shape
+    keyword = kv_cache_keyword(tiny_policy)
+    mask = torch.cat([prompts.attention_mask, torch.ones(B, 2, dtype=torch.long)], 1)
+    next_tokens = torch.tensor([[5, 9], [11, 3], [7, 7], [2, 30]])
+    with torch.no_grad():
+        out = tiny_policy(input_ids=prompts.input_ids, attention_mask=mask[:, :P],
+                          position_ids=position_ids_from_mask(mask[:, :P]), use_cache=True)
+        cache = getattr(out, keyword)
+        kv = preallocate_kv(cache, P + 2)
+        for t in range(2):
+            step_mask = mask[:, : P + t + 1]
+            positions = position_ids_from_mask(step_mask)[:, -1:]
+            theirs = tiny_policy(input_ids=next_tokens[:, t:t + 1], attention_mask=step_mask, position_ids=positions,
+                                 use_cache=True, **{keyword: cache})
+            cache = getattr(theirs, keyword)
+            ours = gpt2_decode_step(tiny_policy, next_tokens[:, t:t + 1], positions, step_mask, kv)
+            assert torch.equal(ours, theirs.logits), f"step {t}: max |diff| {(ours - theirs.logits).abs().max():.2e}"
+        for layer, (keys, values) in zip(cache.layers, kv):  # the buffers hold what transformers' cache holds
+            assert torch.equal(keys, layer.keys) and torch.equal(values, layer.values)
+
+
+@pytest.mark.parametrize("temperature, top_k, fused", [(1.0, 0, False), (0.7, 5, False), (1.0, 0, True)])
+def test_generate_samples_the_same_tokens_through_either_decoding_step(tiny_policy, tiny_tokenizer, monkeypatch,
+                                                                       temperature, top_k, fused):
+    """``generate`` with ``gpt2_decode_step`` and with the model's own forward at every step (what a
+    model it does not cover gets): the same responses, token for token, over 24 new tokens."""
+    prompts = MIXED_PROMPTS * 3
+
+    def sample():
+        with fused_gelu(tiny_policy) if fused else contextlib.nullcontext():
+            return generate(tiny_policy, tiny_tokenizer, prompts, max_new_tokens=24, temperature=temperature,
+                            top_k=top_k, batch_size=8, seed=5, progress=False)
+
+    lean = sample()
+    monkeypatch.setattr(sampling, "decodes_gpt2", lambda model: False)
+    own_forward = sample()
+    assert lean.responses == own_forward.responses
+    assert torch.equal(lean.batch.input_ids, own_forward.batch.input_ids)
+    assert torch.equal(lean.batch.response_mask, own_forward.batch.response_mask)
+    assert torch.equal(lean.truncated, own_forward.truncated)
+    assert lean.batch.response_mask.sum(1).max() > 8  # long enough for the cache to matter
+
+
+def test_only_sdpa_gpt2_models_take_the_written_out_step(tiny_policy):
+    eager = copy.deepcopy(tiny_policy)
+    eager.config._attn_implementation = "eager"  # its attention is another computation: not bit for bit
+    assert decodes_gpt2(tiny_policy) and not decodes_gpt2(eager)
+    assert not decodes_gpt2(tiny_policy.transformer)  # no language-model head
 
 
 def test_generation_past_the_context_is_a_clear_error(tiny_policy, tiny_tokenizer):
