@@ -58,7 +58,8 @@ clipping at 1.0, Adam without weight decay, fp32, no gradient checkpointing, on 
 so the two alternate. One *step*, on each side:
 
 * ours: sample (``sampling.generate``: a plain KV-cache loop, left-padded prompts, stopping when
-  every row has emitted EOS), score, group advantages, then two passes over the batch's completion
+  every row has emitted EOS; transformers' forward reads the prompt, then ``sampling.gpt2_decode_step``
+  takes each new token over a cache allocated once), score, group advantages, then two passes over the batch's completion
   tokens, its rows grouped into ``GRPOConfig.length_buckets`` buckets of similar length, each cut
   to the columns it uses (``logprobs.token_logprobs``): the frozen
   reference's log-probs (computed at β = 0 too, for the logged KL; ``--no-kl-log`` skips it, as
