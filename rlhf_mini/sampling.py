@@ -65,11 +65,13 @@ def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None)
 
 def decodes_gpt2(model) -> bool:
     """Whether ``gpt2_decode_step`` runs ``model``: a GPT-2 language model (the course's policies)
-    with transformers' SDPA attention and no cross-attention. Other models decode through their own
-    ``forward`` and its cache."""
+    with transformers' SDPA attention, no cross-attention and no forward hooks (the step skips the
+    ``forward`` of the model, its blocks and their attention, so their hooks would not run). Other
+    models decode through their own ``forward`` and its cache."""
     config = model.config
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     return (isinstance(model, GPT2LMHeadModel) and getattr(config, "_attn_implementation", None) == "sdpa"
-            and not config.add_cross_attention)
+            and not config.add_cross_attention and not hooked)
 
 
 def preallocate_kv(cache, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

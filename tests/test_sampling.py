@@ -165,11 +165,20 @@ def test_generate_samples_the_same_tokens_through_either_decoding_step(tiny_poli
     assert lean.batch.response_mask.sum(1).max() > 8  # long enough for the cache to matter
 
 
-def test_only_sdpa_gpt2_models_take_the_written_out_step(tiny_policy):
+def test_only_sdpa_gpt2_models_take_the_written_out_step(tiny_policy, tiny_tokenizer):
     eager = copy.deepcopy(tiny_policy)
     eager.config._attn_implementation = "eager"  # its attention is another computation: not bit for bit
     assert decodes_gpt2(tiny_policy) and not decodes_gpt2(eager)
     assert not decodes_gpt2(tiny_policy.transformer)  # no language-model head
+    seen = []
+    handle = tiny_policy.transformer.h[0].register_forward_hook(lambda module, args, out: seen.append(module))
+    try:  # a hook on a block would not run inside the written-out step: the model's own forward does
+        assert not decodes_gpt2(tiny_policy)
+        out = generate(tiny_policy, tiny_tokenizer, ["Q: 1 + 2 = ?"], max_new_tokens=6, seed=0, progress=False)
+    finally:
+        handle.remove()
+    steps = int(out.batch.response_mask.sum())  # one forward per sampled token: the prompt's, then one per new token
+    assert steps >= 2 and len(seen) == steps and decodes_gpt2(tiny_policy)
 
 
 def test_generation_past_the_context_is_a_clear_error(tiny_policy, tiny_tokenizer):
