@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import Cache, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from rlhf_mini.batch import TokenBatch, encode_prompts
 from rlhf_mini.models import position_ids_from_mask
@@ -63,7 +63,7 @@ def sample_tokens(probs: torch.Tensor, generator: torch.Generator | None = None)
     return (probs / exponential).argmax(dim=-1)
 
 
-def decodes_gpt2(model) -> bool:
+def decodes_gpt2(model: torch.nn.Module) -> bool:
     """Whether ``gpt2_decode_step`` runs ``model``: a GPT-2 language model (the course's policies)
     with transformers' SDPA attention, no cross-attention and no forward hooks (the step skips the
     ``forward`` of the model, its blocks and their attention, so their hooks would not run). Other
@@ -74,7 +74,7 @@ def decodes_gpt2(model) -> bool:
             and not config.add_cross_attention and not hooked)
 
 
-def preallocate_kv(cache, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def preallocate_kv(cache: Cache, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each layer's keys and values ``[B, heads, P, d_head]`` from transformers' cache after the
     prompt, copied into buffers of ``width`` positions (prompt + new tokens) that
     ``gpt2_decode_step`` fills one column at a time."""
