@@ -4,6 +4,7 @@ from, and the GRPO-family runs from it (the ``grpo`` stage), each against one of
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields
@@ -171,6 +172,11 @@ def grpo_policy_path(profile: Profile | None = None, method: str = "grpo", verif
                                      log_fns=log_fns, eval_every=eval_every, eval_fn=evaluate,
                                      checkpoint_dir=folder / "checkpoints", checkpoint_every=checkpoint_every)
         seconds = time.perf_counter() - began - eval_seconds[0]
+        # only the lesson-length policy is read again (the final one is saved below); on the gpu profile
+        # every other checkpoint would be a GPT-2 small and its optimizer state kept for nothing
+        for other in (folder / "checkpoints").glob("step_*"):
+            if other.name != f"step_{lesson_steps}":
+                shutil.rmtree(other)
         policy.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(metrics, default=float))
@@ -208,8 +214,8 @@ def grpo_checkpoint(profile: Profile | None = None, method: str = "grpo", verifi
     step = LESSON_STEPS[profile.name] if step is None else step
     folder = grpo_policy_path(profile, method, verifier, **overrides) / "checkpoints" / f"step_{step}"
     if not folder.is_dir():
-        raise ValueError(f"{folder}: no checkpoint at step {step}; a run keeps one every "
-                         f"{LESSON_STEPS[profile.name]} steps when it is longer than that")
+        raise ValueError(f"{folder}: no checkpoint at step {step}; a run longer than "
+                         f"{LESSON_STEPS[profile.name]} steps keeps its policy at that step only")
     return load_policy(folder)
 
 
